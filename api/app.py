@@ -1,0 +1,42 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from api.errors import install_error_handlers
+from api.request_context import RequestIdMiddleware
+from api.routers import auth, health, users
+from api.temporal import TemporalConnector
+from config import Settings, get_settings
+from models.database import make_engine
+
+ROUTERS = [health.router, auth.router, users.router]
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               temporal: Client | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_engine:
+            app.state.engine.dispose()
+
+    own_engine = engine is None
+    app = FastAPI(title="mlcp", version="0.1.0", lifespan=lifespan,
+                  description="Self-service ML collaboration platform API.")
+    app.state.settings = settings
+    app.state.engine = engine or make_engine(settings.database_url)
+    app.state.temporal = TemporalConnector(settings, temporal)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,41 @@
+"""Sign in (OAuth2 password form) and sign out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.security import OAuth2PasswordRequestForm
+from sqlmodel import select
+
+from api.deps import CurrentToken, SessionDep, SettingsDep
+from api.errors import ApiError
+from api.security import hash_token, new_token, verify_password
+from models.accounts import ApiToken, TokenResponse, User
+from models.base import utcnow
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+@router.post("/token", response_model=TokenResponse)
+def issue_token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep,
+                settings: SettingsDep) -> TokenResponse:
+    user = session.exec(select(User).where(User.username == form.username)).first()
+    password_ok = verify_password(user.password_hash if user else None, form.password)
+    if user is None or not password_ok:
+        raise ApiError(401, "invalid_credentials", "wrong username or password")
+    if not user.is_active:
+        raise ApiError(401, "account_disabled", "this account is disabled; ask a platform admin")
+    token = new_token()
+    expires_at = utcnow() + settings.token_ttl
+    session.add(ApiToken(token_hash=hash_token(token), user_id=user.id, expires_at=expires_at))
+    session.commit()
+    return TokenResponse(access_token=token, expires_at=expires_at)
+
+
+@router.post("/logout", status_code=204)
+def logout(token: CurrentToken, session: SessionDep) -> Response:
+    token.revoked_at = utcnow()
+    session.add(token)
+    session.commit()
+    return Response(status_code=204)

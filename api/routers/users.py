@@ -1,0 +1,134 @@
+"""Accounts: the signed-in user's own, and the admin's management of everyone's."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import func, or_, update
+from sqlmodel import Session, col, select
+
+from api.deps import AdminUser, CurrentToken, CurrentUser, SessionDep
+from api.errors import ApiError, conflict, not_found
+from api.security import generate_password, hash_password, verify_password
+from models.accounts import (
+    ApiToken,
+    PasswordChange,
+    PasswordReset,
+    PasswordResetResult,
+    PlatformRole,
+    User,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from models.base import Page, utcnow
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+def _public(user: User) -> UserPublic:
+    return UserPublic.model_validate(user, from_attributes=True)
+
+
+def revoke_tokens(session: Session, user_id: str, keep_token_id: str | None = None) -> None:
+    statement = update(ApiToken).where(col(ApiToken.user_id) == user_id, col(ApiToken.revoked_at).is_(None))
+    if keep_token_id:
+        statement = statement.where(col(ApiToken.id) != keep_token_id)
+    session.execute(statement.values(revoked_at=utcnow()))
+
+
+@router.get("/me", response_model=UserPublic)
+def read_me(user: CurrentUser) -> UserPublic:
+    return _public(user)
+
+
+@router.post("/me/password", status_code=204)
+def change_my_password(body: PasswordChange, user: CurrentUser, token: CurrentToken,
+                       session: SessionDep) -> Response:
+    if not verify_password(user.password_hash, body.current_password):
+        raise ApiError(422, "validation_error", "current_password: does not match", "current_password")
+    user.password_hash = hash_password(body.new_password)
+    user.updated_at = utcnow()
+    session.add(user)
+    # Other sessions may belong to whoever learnt the old password.
+    revoke_tokens(session, user.id, keep_token_id=token.id)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("", response_model=UserPublic, status_code=201)
+def create_user(body: UserCreate, _: AdminUser, session: SessionDep) -> UserPublic:
+    if session.exec(select(User).where(User.username == body.username)).first():
+        raise conflict(f"username {body.username!r} is taken", "username")
+    user = User(username=body.username, display_name=body.display_name or body.username,
+                email=str(body.email or ""), role=body.role, password_hash=hash_password(body.password))
+    session.add(user)
+    session.commit()
+    return _public(user)
+
+
+@router.get("", response_model=Page[UserPublic])
+def list_users(
+    _: AdminUser,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=64, description="Substring of username, name or email")] = None,
+    role: PlatformRole | None = None,
+    is_active: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[UserPublic]:
+    statement = select(User)
+    if q:
+        pattern = f"%{q.lower()}%"
+        statement = statement.where(or_(col(User.username).like(pattern), func.lower(User.display_name).like(pattern),
+                                        func.lower(User.email).like(pattern)))
+    if role is not None:
+        statement = statement.where(User.role == role)
+    if is_active is not None:
+        statement = statement.where(User.is_active == is_active)
+    total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    rows = session.exec(statement.order_by(col(User.username)).offset(offset).limit(limit)).all()
+    return Page(items=[_public(u) for u in rows], total=total, limit=limit, offset=offset)
+
+
+def _get_user(session: Session, user_id: str) -> User:
+    user = session.get(User, user_id) or session.exec(select(User).where(User.username == user_id)).first()
+    if user is None:
+        raise not_found("user", user_id)
+    return user
+
+
+@router.get("/{user_id}", response_model=UserPublic, description="By ID or username.")
+def read_user(user_id: str, _: AdminUser, session: SessionDep) -> UserPublic:
+    return _public(_get_user(session, user_id))
+
+
+@router.patch("/{user_id}", response_model=UserPublic)
+def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: SessionDep) -> UserPublic:
+    user = _get_user(session, user_id)
+    changes = body.model_dump(exclude_unset=True)
+    if user.id == admin.id and (changes.get("is_active") is False or changes.get("role") == PlatformRole.user):
+        raise conflict("you cannot disable or demote yourself; ask another admin", "is_active")
+    for name, value in changes.items():
+        if value is None:
+            raise ApiError(422, "validation_error", f"{name}: may not be null", name)
+        setattr(user, name, str(value) if name == "email" else value)
+    user.updated_at = utcnow()
+    session.add(user)
+    if changes.get("is_active") is False:
+        revoke_tokens(session, user.id)
+    session.commit()
+    return _public(user)
+
+
+@router.post("/{user_id}/password", response_model=PasswordResetResult)
+def reset_password(user_id: str, body: PasswordReset, _: AdminUser, session: SessionDep) -> PasswordResetResult:
+    user = _get_user(session, user_id)
+    generated = None if body.new_password else generate_password()
+    user.password_hash = hash_password(body.new_password or generated or "")
+    user.updated_at = utcnow()
+    session.add(user)
+    revoke_tokens(session, user.id)
+    session.commit()
+    return PasswordResetResult(generated_password=generated)

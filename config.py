@@ -1,0 +1,90 @@
+"""Settings from the environment (prefix ``MLCP_``) and the connections built from them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.client import Client, TLSConfig
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLCP_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".mlcp"), description="Folder for embedded state: database, Temporal, logs.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means a SQLite file in the home folder.")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = Field("", description="Address users reach the API at; derived from host/port if empty.")
+
+    temporal_address: str = Field("", description="host:port of the Temporal frontend; empty means local dev.")
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "mlcp"
+    temporal_tls: bool = False
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+
+    runtime: Literal["local", "kubernetes"] = "local"
+
+    smtp_host: str = Field("", description="SMTP server; empty means mail goes to the outbox table.")
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    smtp_sender: str = "mlcp@localhost"
+
+    token_ttl_minutes: int = Field(12 * 60, gt=0)
+
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+
+    project_reminder_days: int = Field(7, ge=0, description="Mail project admins this many days before end.")
+    project_grace_days: int = Field(14, ge=0, description="Days between a project's end and its deletion.")
+    job_max_runtime_hours: int = Field(72, gt=0, description="Active deadline of every job (3 days).")
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'mlcp.db').resolve()}"
+        if not self.temporal_address:
+            self.temporal_address = f"127.0.0.1:{self.temporal_port}"
+        if not self.public_url:
+            self.public_url = f"http://{self.api_host}:{self.api_port}"
+        return self
+
+    @property
+    def token_ttl(self) -> timedelta:
+        return timedelta(minutes=self.token_ttl_minutes)
+
+    @property
+    def temporal_ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.temporal_ui_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    """Connect with the pydantic data converter, so dataclasses and pydantic models cross the boundary."""
+    tls: TLSConfig | bool = False
+    if settings.temporal_tls:
+        tls = TLSConfig(
+            server_root_ca_cert=settings.temporal_tls_ca.read_bytes() if settings.temporal_tls_ca else None,
+            client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
+            client_private_key=settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None,
+        )
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=pydantic_data_converter, tls=tls)

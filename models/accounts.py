@@ -1,0 +1,117 @@
+"""Users and their API tokens."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, EmailStr, field_validator
+from sqlmodel import Field, SQLModel
+
+from models.base import UTCDateTime, new_id, utcnow
+
+USERNAME_RULE = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
+PASSWORD_MIN_LENGTH = 8
+
+
+class PlatformRole(StrEnum):
+    admin = "admin"
+    user = "user"
+
+
+class User(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    username: str = Field(unique=True, index=True, max_length=32)
+    display_name: str = Field(default="", max_length=128)
+    email: str = Field(default="", max_length=254)
+    role: PlatformRole = Field(default=PlatformRole.user)
+    is_active: bool = True
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    """Only the SHA-256 of a token is kept: a database leak yields no usable token."""
+
+    __tablename__ = "api_token"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    token_hash: str = Field(unique=True, index=True, max_length=64)
+    user_id: str = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+def _check_password(value: str) -> str:
+    if len(value) < PASSWORD_MIN_LENGTH:
+        raise ValueError(f"must be at least {PASSWORD_MIN_LENGTH} characters")
+    if len(value) > 256:
+        raise ValueError("must be at most 256 characters")
+    return value
+
+
+class UserCreate(BaseModel):
+    username: str
+    password: str
+    display_name: str = ""
+    email: EmailStr | None = None
+    role: PlatformRole = PlatformRole.user
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not USERNAME_RULE.fullmatch(value):
+            raise ValueError(
+                "must be 3-32 characters: a lowercase letter, then lowercase letters, digits, '_', '.' or '-'"
+            )
+        return value
+
+    _password = field_validator("password")(_check_password)
+
+
+class UserUpdate(BaseModel):
+    display_name: str | None = None
+    email: EmailStr | None = None
+    role: PlatformRole | None = None
+    is_active: bool | None = None
+
+
+class UserPublic(BaseModel):
+    id: str
+    username: str
+    display_name: str
+    email: str
+    role: PlatformRole
+    is_active: bool
+    created_at: datetime
+
+
+class PasswordChange(BaseModel):
+    current_password: str
+    new_password: str
+
+    _new = field_validator("new_password")(_check_password)
+
+
+class PasswordReset(BaseModel):
+    """Admin reset: give a password, or leave it out to have one generated and shown once."""
+
+    new_password: str | None = None
+
+    @field_validator("new_password")
+    @classmethod
+    def _new(cls, value: str | None) -> str | None:
+        return None if value is None else _check_password(value)
+
+
+class PasswordResetResult(BaseModel):
+    generated_password: str | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime

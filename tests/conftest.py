@@ -1,0 +1,113 @@
+"""Shared fixtures: a migrated database per backend lane, the API app, signed-in clients."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+from sqlmodel import SQLModel
+
+import models.tables  # noqa: F401
+from api.app import create_app
+from api.security import hash_password
+from config import Settings
+from models.accounts import PlatformRole, User
+from models.database import make_engine, migrate, session_scope
+
+POSTGRES_URL = os.environ.get("MLCP_TEST_POSTGRES_URL", "")
+POSTGRES_SKIP_REASON = os.environ.get(
+    "MLCP_TEST_POSTGRES_SKIP_REASON", "MLCP_TEST_POSTGRES_URL is not set (make test sets it when it can)"
+)
+PASSWORD = "correct-horse-battery"
+
+
+def _postgres_database(base_url: str) -> Iterator[str]:
+    """A fresh database on the lane's server, dropped afterwards."""
+    import psycopg
+
+    name = "mlcp_test_" + secrets.token_hex(4)
+    admin_dsn = base_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every test using the database runs on SQLite and, where a server is available, on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'mlcp.db'}"
+        migrate(url)
+        yield url
+        return
+    if not POSTGRES_URL:
+        pytest.skip(f"PostgreSQL lane skipped: {POSTGRES_SKIP_REASON}")
+    for url in _postgres_database(POSTGRES_URL):
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _session_engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(_session_engine: Engine) -> Iterator[Engine]:
+    """The lane's engine, emptied after each test so tests stay independent."""
+    yield _session_engine
+    with _session_engine.begin() as connection:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            connection.execute(text(f'DELETE FROM "{table.name}"'))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url, temporal_port=1,  # never reached
+                    admin_password=None)
+
+
+def make_user(engine: Engine, username: str, role: PlatformRole = PlatformRole.user,
+              password: str = PASSWORD) -> User:
+    with session_scope(engine) as session:
+        user = User(username=username, display_name=username.title(), email=f"{username}@example.com",
+                    role=role, password_hash=hash_password(password))
+        session.add(user)
+    return user
+
+
+async def sign_in(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    response = await client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+async def api(settings: Settings, engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, engine=engine)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mlcp.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def admin_headers(api: httpx.AsyncClient, engine: Engine) -> dict[str, str]:
+    make_user(engine, "root", PlatformRole.admin)
+    return await sign_in(api, "root")
+
+
+@pytest.fixture
+async def user_headers(api: httpx.AsyncClient, engine: Engine) -> dict[str, str]:
+    make_user(engine, "alice")
+    return await sign_in(api, "alice")

@@ -1,0 +1,53 @@
+"""The Temporal worker: registers every workflow and activity on the platform's task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.system import SystemActivities
+from config import Settings, connect_temporal
+from models.database import make_engine
+from workflows.system_check import SystemCheckWorkflow
+
+log = logging.getLogger("mlcp.worker")
+
+WORKFLOWS: list[type] = [SystemCheckWorkflow]
+
+
+def activities_for(settings: Settings, engine: Engine) -> list[Any]:
+    """Every activity, bound to the resources it needs."""
+    system = SystemActivities(engine)
+    return [system.check_database]
+
+
+def build_worker(client: Client, settings: Settings, engine: Engine,
+                 executor: ThreadPoolExecutor | None = None) -> Worker:
+    # Database, Kubernetes and storage clients block, so activities run in a thread pool.
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities_for(settings, engine),
+        activity_executor=executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity"),
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    engine = make_engine(settings.database_url)
+    client = await connect_temporal(settings)
+    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity") as executor:
+        worker = build_worker(client, settings, engine, executor)
+        log.info("worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_address)
+        if stop is None:
+            await worker.run()
+        else:
+            async with worker:
+                await stop.wait()
+    engine.dispose()
