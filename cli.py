@@ -68,7 +68,9 @@ def check() -> None:
     async def _run() -> None:
         client = await connect_temporal(settings)
         result = await client.execute_workflow(
-            SystemCheckWorkflow.run, id=f"system-check-{uuid4().hex[:8]}", task_queue=settings.temporal_task_queue
+            SystemCheckWorkflow.run,
+            id=f"system-check-{uuid4().hex[:8]}",
+            task_queue=settings.temporal_task_queue,
         )
         console.print(result)
 

@@ -21,9 +21,13 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    public_url: str = Field("", description="Address users reach the API at; derived from host/port if empty.")
+    public_url: str = Field(
+        "", description="Address users reach the API at; derived from host/port if empty."
+    )
 
-    temporal_address: str = Field("", description="host:port of the Temporal frontend; empty means local dev.")
+    temporal_address: str = Field(
+        "", description="host:port of the Temporal frontend; empty means local dev."
+    )
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
     temporal_namespace: str = "default"
@@ -86,5 +90,9 @@ async def connect_temporal(settings: Settings) -> Client:
             client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
             client_private_key=settings.temporal_tls_key.read_bytes() if settings.temporal_tls_key else None,
         )
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=pydantic_data_converter, tls=tls)
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        tls=tls,
+    )

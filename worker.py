@@ -27,8 +27,9 @@ def activities_for(settings: Settings, engine: Engine) -> list[Any]:
     return [system.check_database]
 
 
-def build_worker(client: Client, settings: Settings, engine: Engine,
-                 executor: ThreadPoolExecutor | None = None) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, engine: Engine, executor: ThreadPoolExecutor | None = None
+) -> Worker:
     # Database, Kubernetes and storage clients block, so activities run in a thread pool.
     return Worker(
         client,
@@ -44,7 +45,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     client = await connect_temporal(settings)
     with ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity") as executor:
         worker = build_worker(client, settings, engine, executor)
-        log.info("worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_address)
+        log.info(
+            "worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_address
+        )
         if stop is None:
             await worker.run()
         else:

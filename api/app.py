@@ -19,8 +19,9 @@ from models.database import make_engine
 ROUTERS = [health.router, auth.router, users.router]
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               temporal: Client | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, temporal: Client | None = None
+) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -30,8 +31,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             app.state.engine.dispose()
 
     own_engine = engine is None
-    app = FastAPI(title="mlcp", version="0.1.0", lifespan=lifespan,
-                  description="Self-service ML collaboration platform API.")
+    app = FastAPI(
+        title="mlcp",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Self-service ML collaboration platform API.",
+    )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.temporal = TemporalConnector(settings, temporal)

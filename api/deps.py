@@ -21,11 +21,13 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=F
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
@@ -49,12 +51,20 @@ _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
 def get_current_token(session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]) -> ApiToken:
     if not token:
-        raise ApiError(401, "unauthorized", "sign in first: send 'Authorization: Bearer <token>'",
-                       headers=_UNAUTHENTICATED)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "sign in first: send 'Authorization: Bearer <token>'",
+            headers=_UNAUTHENTICATED,
+        )
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
-        raise ApiError(401, "unauthorized", "the token is invalid, expired or revoked; sign in again",
-                       headers=_UNAUTHENTICATED)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the token is invalid, expired or revoked; sign in again",
+            headers=_UNAUTHENTICATED,
+        )
     return row
 
 

@@ -46,8 +46,13 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info("%s %s -> %s in %.1f ms", scope["method"], scope["path"], status,
-                     (time.perf_counter() - started) * 1000)
+            log.info(
+                "%s %s -> %s in %.1f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
             request_id_var.reset(token)
 
 

@@ -74,15 +74,25 @@ def engine(_session_engine: Engine) -> Iterator[Engine]:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(home=tmp_path / "home", database_url=database_url, temporal_port=1,  # never reached
-                    admin_password=None)
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        temporal_port=1,  # never reached
+        admin_password=None,
+    )
 
 
-def make_user(engine: Engine, username: str, role: PlatformRole = PlatformRole.user,
-              password: str = PASSWORD) -> User:
+def make_user(
+    engine: Engine, username: str, role: PlatformRole = PlatformRole.user, password: str = PASSWORD
+) -> User:
     with session_scope(engine) as session:
-        user = User(username=username, display_name=username.title(), email=f"{username}@example.com",
-                    role=role, password_hash=hash_password(password))
+        user = User(
+            username=username,
+            display_name=username.title(),
+            email=f"{username}@example.com",
+            role=role,
+            password_hash=hash_password(password),
+        )
         session.add(user)
     return user
 

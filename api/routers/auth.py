@@ -18,8 +18,9 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
 @router.post("/token", response_model=TokenResponse)
-def issue_token(form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep,
-                settings: SettingsDep) -> TokenResponse:
+def issue_token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, settings: SettingsDep
+) -> TokenResponse:
     user = session.exec(select(User).where(User.username == form.username)).first()
     password_ok = verify_password(user.password_hash if user else None, form.password)
     if user is None or not password_ok:

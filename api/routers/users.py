@@ -44,8 +44,9 @@ def read_me(user: CurrentUser) -> UserPublic:
 
 
 @router.post("/me/password", status_code=204)
-def change_my_password(body: PasswordChange, user: CurrentUser, token: CurrentToken,
-                       session: SessionDep) -> Response:
+def change_my_password(
+    body: PasswordChange, user: CurrentUser, token: CurrentToken, session: SessionDep
+) -> Response:
     if not verify_password(user.password_hash, body.current_password):
         raise ApiError(422, "validation_error", "current_password: does not match", "current_password")
     user.password_hash = hash_password(body.new_password)
@@ -61,8 +62,13 @@ def change_my_password(body: PasswordChange, user: CurrentUser, token: CurrentTo
 def create_user(body: UserCreate, _: AdminUser, session: SessionDep) -> UserPublic:
     if session.exec(select(User).where(User.username == body.username)).first():
         raise conflict(f"username {body.username!r} is taken", "username")
-    user = User(username=body.username, display_name=body.display_name or body.username,
-                email=str(body.email or ""), role=body.role, password_hash=hash_password(body.password))
+    user = User(
+        username=body.username,
+        display_name=body.display_name or body.username,
+        email=str(body.email or ""),
+        role=body.role,
+        password_hash=hash_password(body.password),
+    )
     session.add(user)
     session.commit()
     return _public(user)
@@ -81,8 +87,13 @@ def list_users(
     statement = select(User)
     if q:
         pattern = f"%{q.lower()}%"
-        statement = statement.where(or_(col(User.username).like(pattern), func.lower(User.display_name).like(pattern),
-                                        func.lower(User.email).like(pattern)))
+        statement = statement.where(
+            or_(
+                col(User.username).like(pattern),
+                func.lower(User.display_name).like(pattern),
+                func.lower(User.email).like(pattern),
+            )
+        )
     if role is not None:
         statement = statement.where(User.role == role)
     if is_active is not None:
@@ -108,7 +119,9 @@ def read_user(user_id: str, _: AdminUser, session: SessionDep) -> UserPublic:
 def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: SessionDep) -> UserPublic:
     user = _get_user(session, user_id)
     changes = body.model_dump(exclude_unset=True)
-    if user.id == admin.id and (changes.get("is_active") is False or changes.get("role") == PlatformRole.user):
+    if user.id == admin.id and (
+        changes.get("is_active") is False or changes.get("role") == PlatformRole.user
+    ):
         raise conflict("you cannot disable or demote yourself; ask another admin", "is_active")
     for name, value in changes.items():
         if value is None:
@@ -123,7 +136,9 @@ def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: Sessi
 
 
 @router.post("/{user_id}/password", response_model=PasswordResetResult)
-def reset_password(user_id: str, body: PasswordReset, _: AdminUser, session: SessionDep) -> PasswordResetResult:
+def reset_password(
+    user_id: str, body: PasswordReset, _: AdminUser, session: SessionDep
+) -> PasswordResetResult:
     user = _get_user(session, user_id)
     generated = None if body.new_password else generate_password()
     user.password_hash = hash_password(body.new_password or generated or "")

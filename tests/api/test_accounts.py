@@ -8,7 +8,9 @@ from models.accounts import ApiToken, User
 from tests.conftest import PASSWORD, make_user, sign_in
 
 
-async def test_sign_in_returns_bearer_token_stored_only_as_hash(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_sign_in_returns_bearer_token_stored_only_as_hash(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
     make_user(engine, "bob")
     response = await api.post("/api/v1/auth/token", data={"username": "bob", "password": PASSWORD})
     assert response.status_code == 200
@@ -26,7 +28,9 @@ async def test_sign_in_returns_bearer_token_stored_only_as_hash(api: httpx.Async
     assert "password_hash" not in me.json()
 
 
-async def test_wrong_password_and_unknown_user_are_indistinguishable(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_wrong_password_and_unknown_user_are_indistinguishable(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
     make_user(engine, "bob")
     wrong = await api.post("/api/v1/auth/token", data={"username": "bob", "password": "nope-nope"})
     unknown = await api.post("/api/v1/auth/token", data={"username": "nobody", "password": "nope-nope"})
@@ -48,9 +52,19 @@ async def test_logout_revokes_the_token(api: httpx.AsyncClient, user_headers: di
     assert (await api.get("/api/v1/users/me", headers=user_headers)).status_code == 401
 
 
-async def test_admin_creates_lists_and_disables_users(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
-    created = await api.post("/api/v1/users", headers=admin_headers, json={
-        "username": "carol", "password": "carol-password", "email": "carol@example.com", "display_name": "Carol"})
+async def test_admin_creates_lists_and_disables_users(
+    api: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await api.post(
+        "/api/v1/users",
+        headers=admin_headers,
+        json={
+            "username": "carol",
+            "password": "carol-password",
+            "email": "carol@example.com",
+            "display_name": "Carol",
+        },
+    )
     assert created.status_code == 201, created.text
     carol_id = created.json()["id"]
     carol = await sign_in(api, "carol", "carol-password")
@@ -60,8 +74,9 @@ async def test_admin_creates_lists_and_disables_users(api: httpx.AsyncClient, ad
     assert [u["username"] for u in listed.json()["items"]] == ["carol"]
     assert listed.json()["total"] == 1
 
-    duplicate = await api.post("/api/v1/users", headers=admin_headers,
-                               json={"username": "carol", "password": "another-password"})
+    duplicate = await api.post(
+        "/api/v1/users", headers=admin_headers, json={"username": "carol", "password": "another-password"}
+    )
     assert duplicate.status_code == 409
     assert duplicate.json()["field"] == "username"
 
@@ -76,15 +91,18 @@ async def test_admin_creates_lists_and_disables_users(api: httpx.AsyncClient, ad
 
 
 async def test_members_cannot_manage_users(api: httpx.AsyncClient, user_headers: dict[str, str]) -> None:
-    response = await api.post("/api/v1/users", headers=user_headers,
-                              json={"username": "mallory", "password": "mallory-password"})
+    response = await api.post(
+        "/api/v1/users", headers=user_headers, json={"username": "mallory", "password": "mallory-password"}
+    )
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"
     assert (await api.get("/api/v1/users", headers=user_headers)).status_code == 403
 
 
 async def test_bad_input_names_the_field(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
-    response = await api.post("/api/v1/users", headers=admin_headers, json={"username": "Bad Name", "password": "x"})
+    response = await api.post(
+        "/api/v1/users", headers=admin_headers, json={"username": "Bad Name", "password": "x"}
+    )
     assert response.status_code == 422
     body = response.json()
     assert body["code"] == "validation_error"
@@ -93,32 +111,42 @@ async def test_bad_input_names_the_field(api: httpx.AsyncClient, admin_headers: 
     assert body["request_id"] == response.headers["x-request-id"]
 
 
-async def test_user_changes_own_password_and_other_sessions_end(api: httpx.AsyncClient, engine: Engine) -> None:
+async def test_user_changes_own_password_and_other_sessions_end(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
     make_user(engine, "dave")
     first = await sign_in(api, "dave")
     second = await sign_in(api, "dave")
-    wrong = await api.post("/api/v1/users/me/password", headers=first,
-                           json={"current_password": "guess-guess", "new_password": "new-password-1"})
+    wrong = await api.post(
+        "/api/v1/users/me/password",
+        headers=first,
+        json={"current_password": "guess-guess", "new_password": "new-password-1"},
+    )
     assert wrong.status_code == 422
     assert wrong.json()["field"] == "current_password"
-    ok = await api.post("/api/v1/users/me/password", headers=first,
-                        json={"current_password": PASSWORD, "new_password": "new-password-1"})
+    ok = await api.post(
+        "/api/v1/users/me/password",
+        headers=first,
+        json={"current_password": PASSWORD, "new_password": "new-password-1"},
+    )
     assert ok.status_code == 204
     assert (await api.get("/api/v1/users/me", headers=first)).status_code == 200
     assert (await api.get("/api/v1/users/me", headers=second)).status_code == 401
     await sign_in(api, "dave", "new-password-1")
 
 
-async def test_admin_resets_password_generated_once(api: httpx.AsyncClient, engine: Engine,
-                                                    admin_headers: dict[str, str]) -> None:
+async def test_admin_resets_password_generated_once(
+    api: httpx.AsyncClient, engine: Engine, admin_headers: dict[str, str]
+) -> None:
     make_user(engine, "erin")
     generated = await api.post("/api/v1/users/erin/password", headers=admin_headers, json={})
     assert generated.status_code == 200
     password = generated.json()["generated_password"]
     assert len(password) >= 12
     await sign_in(api, "erin", password)
-    chosen = await api.post("/api/v1/users/erin/password", headers=admin_headers,
-                            json={"new_password": "chosen-password"})
+    chosen = await api.post(
+        "/api/v1/users/erin/password", headers=admin_headers, json={"new_password": "chosen-password"}
+    )
     assert chosen.json()["generated_password"] is None
     await sign_in(api, "erin", "chosen-password")
 
