@@ -1,5 +1,6 @@
 """Imports every table module so SQLModel.metadata is complete (for Alembic and tests)."""
 
 from models.accounts import ApiToken, User
+from models.catalog import GpuModel, Purpose, Spec
 
-__all__ = ["ApiToken", "User"]
+__all__ = ["ApiToken", "GpuModel", "Purpose", "Spec", "User"]
