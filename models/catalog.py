@@ -216,6 +216,8 @@ class SpecPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    _price = field_validator("hourly_price")(display_price)
+
 
 class PurposeCreate(BaseModel):
     name: CatalogName
