@@ -2,5 +2,6 @@
 
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
+from models.mail import MailRecord
 
-__all__ = ["ApiToken", "GpuModel", "Purpose", "Spec", "User"]
+__all__ = ["ApiToken", "GpuModel", "MailRecord", "Purpose", "Spec", "User"]
