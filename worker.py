@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.mail import MailActivities
 from activities.system import SystemActivities
 from config import Settings, connect_temporal
 from models.database import make_engine
@@ -24,7 +25,8 @@ WORKFLOWS: list[type] = [SystemCheckWorkflow]
 def activities_for(settings: Settings, engine: Engine) -> list[Any]:
     """Every activity, bound to the resources it needs."""
     system = SystemActivities(engine)
-    return [system.check_database]
+    mail = MailActivities(engine, settings)
+    return [system.check_database, mail.send_mail]
 
 
 def build_worker(
