@@ -23,8 +23,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The PostgreSQL lane's throwaway server is stopped however pytest ends (pass, fail or Ctrl-C).
 test: $(STAMP) lint
 	@eval "$$(bash deploy/dev/test-postgres.sh)"; \
+	trap 'bash deploy/dev/test-postgres.sh stop' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/python -m pytest
 
 clean:
