@@ -96,3 +96,30 @@ async def connect_temporal(settings: Settings) -> Client:
         data_converter=pydantic_data_converter,
         tls=tls,
     )
+
+
+async def register_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register our custom search attributes on a Temporal cluster; returns the ones it added."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.search_attributes import ALL
+
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        missing = [key.name for key in ALL if key.name not in existing.custom_attributes]
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.UNIMPLEMENTED:
+            raise
+        missing = [key.name for key in ALL]  # the time-skipping test server can add but not list
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing},
+            )
+        )
+    return missing

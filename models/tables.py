@@ -3,5 +3,16 @@
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
 from models.mail import MailRecord
+from models.projects import ApplicationRecord, Project, ProjectMember
 
-__all__ = ["ApiToken", "GpuModel", "MailRecord", "Purpose", "Spec", "User"]
+__all__ = [
+    "ApiToken",
+    "ApplicationRecord",
+    "GpuModel",
+    "MailRecord",
+    "Project",
+    "ProjectMember",
+    "Purpose",
+    "Spec",
+    "User",
+]

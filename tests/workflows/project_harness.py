@@ -1,0 +1,139 @@
+"""Starts a ProjectWorkflow with a real worker, real record activity and a mail catcher."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.projects import ProjectActivities
+from models.accounts import User
+from models.database import session_scope
+from models.lifecycle import (
+    Application,
+    ApplicationType,
+    LifecycleTimings,
+    Member,
+    MemberRole,
+    ProjectDetails,
+    ProjectState,
+    ProjectWorkflowInput,
+    Quota,
+)
+from models.mail import MailMessage, MailResult, MailStatus, MailTransport
+from workflows.project import ProjectWorkflow, workflow_id
+
+TIMINGS = LifecycleTimings(
+    reminder_before=timedelta(days=7),
+    grace_period=timedelta(days=14),
+    workload_shutdown_timeout=timedelta(minutes=5),
+)
+
+
+@dataclass
+class MailCatcher:
+    messages: list[MailMessage] = field(default_factory=list)
+
+    @activity.defn(name="send_mail")
+    def send_mail(self, message: MailMessage) -> MailResult:
+        if all(m.key != message.key for m in self.messages):
+            self.messages.append(message)
+        return MailResult(
+            key=message.key,
+            status=MailStatus.outbox,
+            transport=MailTransport.outbox,
+            recipients=message.to_user_ids,
+            attempts=1,
+        )
+
+    def subjects(self) -> list[str]:
+        return [m.subject for m in self.messages]
+
+
+def ensure_users(engine: Engine, *usernames: str) -> None:
+    with session_scope(engine) as session:
+        for name in usernames:
+            if session.get(User, name) is None:
+                session.add(User(id=name, username=name, email=f"{name}@example.com", password_hash="x"))
+
+
+def new_state(
+    start: datetime,
+    end: datetime,
+    quota: Quota | None = None,
+    project_id: str | None = None,
+) -> ProjectState:
+    project_id = project_id or "p" + uuid.uuid4().hex[:9]
+    return ProjectState(
+        id=project_id,
+        owner_id="alice",
+        owner="alice",
+        delete_code="ABC123",
+        details=ProjectDetails(
+            name="Vision",
+            start_at=start,
+            end_at=end,
+            members=[
+                Member(user_id="alice", username="alice", role=MemberRole.admin),
+                Member(user_id="bob", username="bob"),
+            ],
+        ),
+        quota=quota or Quota(gpu=4, vcpu=16, ram_gb=64, storage_gb=100),
+        applications=[
+            Application(
+                id=f"a-{project_id}",
+                type=ApplicationType.project,
+                applicant_id="alice",
+                applicant="alice",
+                submitted_at=start - timedelta(days=1),
+            )
+        ],
+    )
+
+
+@asynccontextmanager
+async def project_worker(
+    client: Client,
+    engine: Engine,
+    mail: MailCatcher,
+    extra_workflows: list[type] | None = None,
+    extra_activities: list[object] | None = None,
+) -> AsyncIterator[str]:
+    ensure_users(engine, "alice", "bob")
+    task_queue = "tq-" + uuid.uuid4().hex[:8]
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ProjectWorkflow, *(extra_workflows or [])],
+        activities=[ProjectActivities(engine).record_project, mail.send_mail, *(extra_activities or [])],
+        activity_executor=_executor(),
+    ):
+        yield task_queue
+
+
+def _executor():  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=8)
+
+
+async def start_project(
+    client: Client,
+    task_queue: str,
+    state: ProjectState,
+    timings: LifecycleTimings = TIMINGS,
+    max_history_events: int = 10_000,
+) -> WorkflowHandle[ProjectWorkflow, object]:
+    return await client.start_workflow(
+        ProjectWorkflow.run,
+        ProjectWorkflowInput(state=state, timings=timings, max_history_events=max_history_events),
+        id=workflow_id(state.id),
+        task_queue=task_queue,
+    )
