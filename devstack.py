@@ -332,6 +332,7 @@ class DevStack:
             await _settle(self.worker_task, "worker")
         if self.temporal is not None:
             await _terminate(self.temporal)
+            self.console.print("mlcp dev stopped; everything is kept for the next start.")
         if self.engine is not None:
             self.engine.dispose()
 
