@@ -119,7 +119,7 @@ def _allocate_service(store: Store, service: dict[str, Any], old: dict[str, Any]
         spec["clusterIPs"] = [spec["clusterIP"]]
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
-    used_ports = {p.get("nodePort") for s in others for p in s["spec"].get("ports") or []}
+    used_ports = {p["nodePort"] for s in others for p in s["spec"].get("ports") or [] if p.get("nodePort")}
     old_ports = {p.get("port"): p.get("nodePort") for p in old_spec.get("ports") or []}
     for index, port in enumerate(spec.get("ports") or []):
         port.setdefault("protocol", "TCP")
@@ -141,7 +141,8 @@ def _allocate_service(store: Store, service: dict[str, Any], old: dict[str, Any]
             port["nodePort"] = old_ports.get(port.get("port")) or next(
                 n for n in NODE_PORT_RANGE if n not in used_ports
             )
-        used_ports.add(port.get("nodePort"))
+        if port.get("nodePort"):
+            used_ports.add(port["nodePort"])
     service.setdefault("status", {"loadBalancer": {}})
 
 
@@ -234,9 +235,13 @@ def _listing(amounts: dict[str, Fraction], keys: list[str]) -> str:
     return ",".join(f"{key}={format_quantity(amounts.get(key, Fraction(0)))}" for key in keys)
 
 
-def admit_quota(store: Store, resource: r.ResourceType, obj: dict[str, Any]) -> None:
-    """Refuse a new object that would push a ResourceQuota in its namespace past its hard limits."""
-    namespace, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+def admit_quota(store: Store, resource: r.ResourceType, obj: dict[str, Any], name: str) -> None:
+    """Refuse a new object that would push a ResourceQuota in its namespace past its hard limits.
+
+    `name` is what the refusal names: the real API admits before generating a name, so an object
+    created with `generateName` is refused under that prefix.
+    """
+    namespace = obj["metadata"].get("namespace", "")
     quotas = store.items(r.RESOURCE_QUOTAS, namespace)
     if not quotas:
         return

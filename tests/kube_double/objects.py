@@ -123,7 +123,8 @@ def record_event(
     now = store.clock.timestamp()
     event: dict[str, Any] = {
         "metadata": {
-            "name": f"{metadata['name']}.{store.random.getrandbits(64):016x}",
+            # Like the real API's time-based suffix, later events sort after earlier ones.
+            "name": f"{metadata['name']}.{store.revision + 1:016x}",
             "namespace": namespace,
         },
         "involvedObject": {

@@ -18,6 +18,7 @@ from tests.kube_double.knobs import Clock
 
 HISTORY_LENGTH = 20_000
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_OMITTED_WHEN_EMPTY = ("labels", "annotations", "ownerReferences", "finalizers", "managedFields")
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,14 @@ class Storage:
         self, resource: r.ResourceType, obj: dict[str, Any], previous: dict[str, Any] | None
     ) -> dict[str, Any]:
         """Store `obj` with the next resource version, unless nothing but bookkeeping changed."""
+        metadata = obj["metadata"]
+        for key in _OMITTED_WHEN_EMPTY:
+            if metadata.get(key) in ([], {}):
+                del metadata[key]
         if previous is not None and _without_bookkeeping(previous) == _without_bookkeeping(obj):
             return previous
         if self._dry_run:
             return obj
-        metadata = obj["metadata"]
         if metadata.get("deletionTimestamp") and not pending_finalizers(resource, obj):
             return self.remove(resource, obj)
         self._revision += 1

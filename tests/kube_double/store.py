@@ -82,6 +82,7 @@ class Store(Storage):
                 )
             else:
                 metadata["namespace"] = namespace
+            shown_name = metadata.get("name") or metadata.get("generateName") or ""
             if not metadata.get("name") and metadata.get("generateName"):
                 metadata["name"] = self._generated_name(resource, namespace, str(metadata["generateName"]))
             name = metadata.get("name") or ""
@@ -105,7 +106,7 @@ class Store(Storage):
             causes = validate(resource, obj)
             if causes:
                 raise errors.invalid(resource, name, causes)
-            admit_quota(self, resource, obj)
+            admit_quota(self, resource, obj, shown_name)
             if managed:
                 metadata["managedFields"] = managed
             return copy.deepcopy(self._commit(resource, obj, None))
