@@ -35,6 +35,8 @@ class JobController(ControllerBase):
         due = []
         for job in self.store.items(r.JOBS):
             uid, spec = uid_of(job), job["spec"]
+            if deleting(job):
+                continue
             if uid in self.job_finished and spec.get("ttlSecondsAfterFinished") is not None:
                 due.append(self.job_finished[uid] + spec["ttlSecondsAfterFinished"])
             elif (
@@ -101,6 +103,8 @@ class JobController(ControllerBase):
                 self.clock, conditions, "Suspended", "True", "JobSuspended", "Job suspended"
             )
             status.update(active=0, ready=0)
+            status.pop("startTime", None)  # as in the real API: the deadline restarts on resume
+            self.job_started.pop(uid, None)
         else:
             if condition(conditions, "Suspended"):
                 status["conditions"] = set_condition(

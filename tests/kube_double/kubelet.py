@@ -111,6 +111,8 @@ class Kubelet:
         due = []
         for pod in self.store.items(r.PODS):
             uid, phase = uid_of(pod), (pod.get("status") or {}).get("phase")
+            if deleting(pod):
+                continue  # the kubelet leaves pods being deleted alone, so no timer fires for them
             if (
                 phase == "Pending"
                 and uid in self.scheduled_at

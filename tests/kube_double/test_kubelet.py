@@ -181,3 +181,15 @@ def test_deployments_over_quota_report_failed_create(cluster: Cluster) -> None:
         if reason == "FailedCreate"
     ]
     assert len(failures) == 1 and "exceeded quota: q" in failures[0]
+
+
+def test_settle_ends_while_a_finalizer_holds_a_pod(cluster: Cluster) -> None:
+    cluster.double.knobs.pod_start_delay = 60
+    body = pod_body("held")
+    body["metadata"]["finalizers"] = ["example.com/keep"]
+    cluster.core.create_namespaced_pod(NAMESPACE, body)
+    cluster.double.settle(advance_clock=False)
+    cluster.core.delete_namespaced_pod("held", NAMESPACE)
+    cluster.settle()
+    held = read_pod(cluster, "held")
+    assert held.metadata.deletion_timestamp is not None and held.status.phase == "Pending"

@@ -142,3 +142,18 @@ def test_the_background_loop_moves_the_cluster_without_settle(kube_double: KubeD
         status = apps.read_namespaced_deployment("web", "default").status
         ready = status.ready_replicas if status else None
     assert ready == 1
+
+
+async def test_the_async_client_works_too(kube_double: KubeDouble) -> None:
+    from kubernetes.aio import client as async_client
+
+    async with async_client.ApiClient(async_client.Configuration(host=kube_double.url)) as api:
+        core: Any = async_client.CoreV1Api(api)
+        await core.create_namespaced_config_map("default", {"metadata": {"name": "from-async"}})
+        listed = await core.list_namespaced_config_map("default")
+        assert [c.metadata.name for c in listed.items] == ["from-async"]
+        try:
+            await core.read_namespaced_config_map("missing", "default")
+            raise AssertionError("expected a 404")
+        except async_client.ApiException as error:
+            assert error.status == 404

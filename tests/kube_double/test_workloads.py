@@ -222,3 +222,17 @@ def test_parallel_jobs_and_suspension(cluster: Cluster) -> None:
     job = cluster.batch.read_namespaced_job("sweep", NAMESPACE)
     assert job.status.succeeded == 3 and len(pods(cluster, "job-name=sweep")) == 3
     assert conditions(job)["Suspended"][0] == "False"
+
+
+def test_suspending_a_running_job_stops_its_deadline(cluster: Cluster) -> None:
+    cluster.double.knobs.run_seconds = 100
+    cluster.batch.create_namespaced_job(NAMESPACE, job_body("long", ["true"], activeDeadlineSeconds=50))
+    cluster.double.settle(advance_clock=False)
+    assert job_pod(cluster, "long").status.phase == "Running"
+    cluster.batch.patch_namespaced_job("long", NAMESPACE, {"spec": {"suspend": True}})
+    cluster.settle()
+    suspended = cluster.batch.read_namespaced_job("long", NAMESPACE)
+    assert "Failed" not in conditions(suspended) and suspended.status.start_time is None
+    cluster.batch.patch_namespaced_job("long", NAMESPACE, {"spec": {"suspend": False}})
+    cluster.settle()
+    assert conditions(cluster.batch.read_namespaced_job("long", NAMESPACE))["Failed"][1] == "DeadlineExceeded"
