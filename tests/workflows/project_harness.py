@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from temporalio import activity
@@ -17,6 +19,7 @@ from activities.projects import ProjectActivities
 from models.accounts import User
 from models.database import session_scope
 from models.lifecycle import (
+    AdmitRequest,
     Application,
     ApplicationType,
     LifecycleTimings,
@@ -28,6 +31,7 @@ from models.lifecycle import (
     Quota,
 )
 from models.mail import MailMessage, MailResult, MailStatus, MailTransport
+from tests.workflows.fake_workload import FakeWorkloadWorkflow
 from workflows.project import ProjectWorkflow, workflow_id
 
 TIMINGS = LifecycleTimings(
@@ -104,7 +108,7 @@ async def project_worker(
     engine: Engine,
     mail: MailCatcher,
     extra_workflows: list[type] | None = None,
-    extra_activities: list[object] | None = None,
+    extra_activities: list[Callable[..., Any]] | None = None,
 ) -> AsyncIterator[str]:
     ensure_users(engine, "alice", "bob")
     task_queue = "tq-" + uuid.uuid4().hex[:8]
@@ -113,15 +117,9 @@ async def project_worker(
         task_queue=task_queue,
         workflows=[ProjectWorkflow, *(extra_workflows or [])],
         activities=[ProjectActivities(engine).record_project, mail.send_mail, *(extra_activities or [])],
-        activity_executor=_executor(),
+        activity_executor=ThreadPoolExecutor(max_workers=8),
     ):
         yield task_queue
-
-
-def _executor():  # type: ignore[no-untyped-def]
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(max_workers=8)
 
 
 async def start_project(
@@ -137,3 +135,26 @@ async def start_project(
         id=workflow_id(state.id),
         task_queue=task_queue,
     )
+
+
+async def start_workload(
+    client: Client,
+    task_queue: str,
+    project_id: str,
+    resource_id: str,
+    gpu: int,
+) -> tuple[WorkflowHandle[FakeWorkloadWorkflow, str], AdmitRequest]:
+    handle = await client.start_workflow(
+        FakeWorkloadWorkflow.run,
+        args=[workflow_id(project_id), resource_id],
+        id=f"workload-{resource_id}",
+        task_queue=task_queue,
+    )
+    request = AdmitRequest(
+        resource_id=resource_id,
+        kind="container",
+        workflow_id=handle.id,
+        owner_id="bob",
+        request=Quota(gpu=gpu, vcpu=1, ram_gb=2),
+    )
+    return handle, request

@@ -1,0 +1,42 @@
+"""A stand-in workload that speaks the project protocol (kept small: the sandbox re-imports it)."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from models.lifecycle import (
+        WORKLOAD_ADMITTED_SIGNAL,
+        WORKLOAD_SHUTDOWN_SIGNAL,
+        ShutdownNotice,
+        WorkloadEvent,
+    )
+
+
+@workflow.defn
+class FakeWorkloadWorkflow:
+    """Speaks the workload side of the project protocol: admitted and shutdown signals."""
+
+    def __init__(self) -> None:
+        self.admitted = False
+        self.shutdown_reason: str | None = None
+
+    @workflow.run
+    async def run(self, project_workflow_id: str, resource_id: str) -> str:
+        await workflow.wait_condition(lambda: self.shutdown_reason is not None)
+        await workflow.get_external_workflow_handle(project_workflow_id).signal(
+            "release", WorkloadEvent(resource_id=resource_id)
+        )
+        return self.shutdown_reason or ""
+
+    @workflow.signal(name=WORKLOAD_ADMITTED_SIGNAL)
+    def project_admitted(self, event: WorkloadEvent) -> None:
+        self.admitted = True
+
+    @workflow.signal(name=WORKLOAD_SHUTDOWN_SIGNAL)
+    def project_shutdown(self, notice: ShutdownNotice) -> None:
+        self.shutdown_reason = notice.reason
+
+    @workflow.query
+    def is_admitted(self) -> bool:
+        return self.admitted
