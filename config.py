@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     temporal_tls_key: Path | None = None
 
     runtime: Literal["local", "kubernetes"] = "local"
+    kubeconfig: str = Field("", description="Kubeconfig file; empty: in-cluster, else ~/.kube/config.")
+    node_host: str = Field("", description="Host users reach NodePorts at; empty: the pod's node IP.")
 
     smtp_host: str = Field("", description="SMTP server; empty means mail goes to the outbox table.")
     smtp_port: int = 587
@@ -51,8 +53,8 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
 
-    project_reminder_days: int = Field(7, ge=0, description="Mail project admins this many days before end.")
-    project_grace_days: int = Field(14, ge=0, description="Days between a project's end and its deletion.")
+    project_reminder_days: float = Field(7, ge=0, description="Mail project admins this many days before end.")
+    project_grace_days: float = Field(14, ge=0, description="Days between a project's end and its deletion.")
     job_max_runtime_hours: int = Field(72, gt=0, description="Active deadline of every job (3 days).")
 
     log_level: str = "INFO"

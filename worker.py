@@ -12,21 +12,24 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.mail import MailActivities
+from activities.projects import ProjectActivities
 from activities.system import SystemActivities
 from config import Settings, connect_temporal
 from models.database import make_engine
+from workflows.project import ProjectWorkflow
 from workflows.system_check import SystemCheckWorkflow
 
 log = logging.getLogger("mlcp.worker")
 
-WORKFLOWS: list[type] = [SystemCheckWorkflow]
+WORKFLOWS: list[type] = [SystemCheckWorkflow, ProjectWorkflow]
 
 
 def activities_for(settings: Settings, engine: Engine) -> list[Any]:
     """Every activity, bound to the resources it needs."""
     system = SystemActivities(engine)
     mail = MailActivities(engine, settings)
-    return [system.check_database, mail.send_mail]
+    projects = ProjectActivities(engine)
+    return [system.check_database, mail.send_mail, projects.record_project]
 
 
 def build_worker(

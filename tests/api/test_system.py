@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import sysconfig
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
@@ -19,23 +16,12 @@ from models.accounts import PlatformRole
 from tests.conftest import make_user, sign_in
 from worker import build_worker
 
-TEST_SERVER = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
-
-
-@pytest.fixture(scope="module")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(TEST_SERVER)
-    )
-    yield env
-    await env.shutdown()
-
 
 @pytest.fixture
 async def system_api(
-    settings: Settings, engine: Engine, temporal_env: WorkflowEnvironment
+    settings: Settings, engine: Engine, time_skipping_env: WorkflowEnvironment
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, engine=engine, temporal=temporal_env.client)
+    app = create_app(settings, engine=engine, temporal=time_skipping_env.client)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://mlcp.test"
     ) as client:
@@ -48,10 +34,10 @@ async def _admin(client: httpx.AsyncClient, engine: Engine) -> dict[str, str]:
 
 
 async def test_system_check_runs_a_workflow_through_the_worker(
-    system_api: httpx.AsyncClient, engine: Engine, settings: Settings, temporal_env: WorkflowEnvironment
+    system_api: httpx.AsyncClient, engine: Engine, settings: Settings, time_skipping_env: WorkflowEnvironment
 ) -> None:
     headers = await _admin(system_api, engine)
-    async with build_worker(temporal_env.client, settings, engine):
+    async with build_worker(time_skipping_env.client, settings, engine):
         response = await system_api.post("/api/v1/system/check", headers=headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -60,7 +46,7 @@ async def test_system_check_runs_a_workflow_through_the_worker(
     assert body["database"]["dialect"] == engine.dialect.name
     assert body["database"]["schema_revision"]
     assert body["database"]["users"] == 1
-    handle = temporal_env.client.get_workflow_handle(body["workflow_id"])
+    handle = time_skipping_env.client.get_workflow_handle(body["workflow_id"])
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
 

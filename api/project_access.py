@@ -1,0 +1,95 @@
+"""Who may see and change a project, read from the project read model."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import Session, col, select
+from temporalio.client import Client, WorkflowHandle
+
+from api.errors import ApiError, forbidden, not_found
+from config import Settings
+from models.accounts import PlatformRole, User
+from models.lifecycle import LifecycleTimings, MemberRole
+from models.projects import MemberPublic, Project, ProjectMember, ProjectPublic
+from workflows.project import ProjectWorkflow, workflow_id
+
+
+def members_of(session: Session, project_ids: list[str]) -> dict[str, list[ProjectMember]]:
+    grouped: dict[str, list[ProjectMember]] = {pid: [] for pid in project_ids}
+    if project_ids:
+        rows = session.exec(select(ProjectMember).where(col(ProjectMember.project_id).in_(project_ids)))
+        for member in rows:
+            grouped[member.project_id].append(member)
+    return grouped
+
+
+def role_in(members: list[ProjectMember], user: User) -> MemberRole | None:
+    return next((m.role for m in members if m.user_id == user.id), None)
+
+
+def visible_project(session: Session, project_id: str, user: User) -> tuple[Project, list[ProjectMember]]:
+    """The project and its members, if ``user`` may see it; others get the same 404 as a missing one."""
+    project = session.get(Project, project_id)
+    members = members_of(session, [project_id])[project_id] if project else []
+    if project is None or (user.role != PlatformRole.admin and role_in(members, user) is None):
+        raise not_found("project", project_id)
+    return project, members
+
+
+def require_project_admin(members: list[ProjectMember], user: User, action: str) -> None:
+    if role_in(members, user) != MemberRole.admin:
+        raise forbidden(f"only the project's admins may {action}")
+
+
+def require_member(members: list[ProjectMember], user: User, action: str) -> None:
+    if role_in(members, user) is None:
+        raise forbidden(f"only the project's members may {action}")
+
+
+def to_public(project: Project, members: list[ProjectMember], user: User) -> ProjectPublic:
+    return ProjectPublic(
+        id=project.id,
+        name=project.name,
+        description=project.description,
+        owner_id=project.owner_id,
+        purpose_id=project.purpose_id,
+        status=project.status,
+        start_at=project.start_at,
+        end_at=project.end_at,
+        grace_ends_at=project.grace_ends_at,
+        quota=project.quota,
+        members=[MemberPublic(user_id=m.user_id, username=m.username, role=m.role) for m in members],
+        my_role=role_in(members, user),
+        created_at=project.created_at,
+        updated_at=project.updated_at,
+    )
+
+
+def project_handle(client: Client, project_id: str) -> WorkflowHandle[ProjectWorkflow, object]:
+    return client.get_workflow_handle_for(ProjectWorkflow.run, workflow_id(project_id))
+
+
+def lifecycle_timings(settings: Settings) -> LifecycleTimings:
+    return LifecycleTimings(
+        reminder_before=timedelta(days=settings.project_reminder_days),
+        grace_period=timedelta(days=settings.project_grace_days),
+    )
+
+
+def ended(project: Project) -> str:
+    return f"project {project.id} is {project.status}; its lifecycle has ended"
+
+
+def resolve_users(session: Session, usernames: list[str], field: str) -> dict[str, User]:
+    found = {u.username: u for u in session.exec(select(User).where(col(User.username).in_(usernames)))}
+    for index, name in enumerate(usernames):
+        user = found.get(name)
+        if user is None or not user.is_active:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"{field}[{index}].username: no active user {name!r}",
+                f"{field}[{index}].username",
+            )
+    return found
