@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
 
-    project_reminder_days: float = Field(7, ge=0, description="Mail project admins this many days before end.")
+    project_reminder_days: float = Field(
+        7, ge=0, description="Mail project admins this many days before end."
+    )
     project_grace_days: float = Field(14, ge=0, description="Days between a project's end and its deletion.")
     job_max_runtime_hours: int = Field(72, gt=0, description="Active deadline of every job (3 days).")
 
