@@ -1,0 +1,387 @@
+"""The local runtime: workloads as process groups on this host, the embedded default of ``make run``.
+
+Each workload lives in ``<home>/runtime/<namespace>/<workload>/``, which is also its working folder:
+
+- ``spec.json``: the spec it was applied with
+- ``log``: the command's stdout and stderr, kept as ``<namespace>/logs/<workload>.log`` after deletion
+- ``pid``: the supervisor's PID and start time (so a recycled PID is never taken for ours), when it
+  started, its deadline and the GPUs it holds
+- ``exit``: how the command ended, written by the supervisor (activities/local_supervisor.py)
+- ``events.jsonl``: what happened to it, one event a line
+
+All state is on disk, so a restarted worker carries on where the last one stopped, and the supervisors
+it started keep running meanwhile. GPUs are NVML's devices, handed out with CUDA_VISIBLE_DEVICES and held
+while the workload runs. What a process on this host cannot honour (images, node ports, resource limits,
+credentials) is said plainly in every status's ``unsupported``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from activities import local_supervisor
+from activities.gpu import GpuDeviceList, nvml_devices
+from activities.local_folder import ARCHIVE_FOLDER, ExitRecord, LaunchRecord, WorkloadFolder
+from activities.local_supervisor import PID_FILE, group_members, process_info, signal_group, write_atomically
+from activities.runtime import namespace_name, workload_name
+from config import Settings
+from models.base import utcnow
+from models.workloads import (
+    Endpoint,
+    ProjectEnvironment,
+    RuntimeEvent,
+    WorkloadKind,
+    WorkloadSpec,
+    WorkloadState,
+    WorkloadStatus,
+)
+
+RUNTIME_FOLDER = "runtime"
+PROJECT_FILE = "project.json"
+LOCK_FILE = ".lock"
+LOOPBACK = "127.0.0.1"
+STOP_GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL on delete
+KILL_WAIT_SECONDS = 5.0
+POLL_SECONDS = 0.05
+MESSAGE_LIMIT = 300
+SUPERVISOR_SCRIPT = Path(local_supervisor.__file__).resolve()
+# An idle process stands in for an image's own entrypoint, so a container without a command runs.
+KEEP_ALIVE = [sys.executable, "-I", "-c", "import time\nwhile True: time.sleep(3600)"]
+# Only what a program needs to find its tools and speak the host's language: the worker's own
+# settings (MLCP_* secrets among them) stay out of workloads.
+INHERITED_ENV = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH"}
+    | {"CUDA_HOME", "CUDA_PATH"}
+)
+
+# Children belong to the worker process, not to one runtime object: whichever object looks next reaps them.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+
+
+def _reap_children() -> None:
+    with _children_lock:
+        for pid, child in list(_children.items()):
+            if child.poll() is not None:
+                del _children[pid]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def unsupported(spec: WorkloadSpec) -> list[str]:
+    """What this spec asks for that a process on this host cannot honour, said plainly."""
+    notes = [f"image {spec.image} is not pulled: the process runs on the host's own filesystem"]
+    if spec.kind == WorkloadKind.container and not spec.command:
+        notes.append(
+            "the image's own entrypoint cannot run here: an idle process keeps the container running"
+        )
+    if spec.ports:
+        notes.append("node ports: services are reachable on 127.0.0.1 at the port the process listens on")
+    notes.append("vcpu/ram limits are not enforced: the process shares the host's CPUs and memory")
+    if spec.resources.shm_gb is not None:
+        notes.append("shared memory size is not set: the process uses the host's /dev/shm")
+    if spec.resources.gpu and spec.resources.gpu_model:
+        notes.append(f"GPU model {spec.resources.gpu_model} is not matched: any free GPU here is handed out")
+    if spec.credentials and (spec.credentials.password_hash or spec.credentials.authorized_keys):
+        notes.append(
+            "credentials (password, SSH keys) are not installed: the process runs as the worker's user"
+        )
+    return notes
+
+
+def workload_environment(spec: WorkloadSpec, gpus: list[str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key in INHERITED_ENV or key.startswith("LC_")}
+    env.update(spec.env)
+    env.update(
+        # Empty when no GPU was asked for, so CUDA sees none rather than every GPU on the host.
+        CUDA_VISIBLE_DEVICES=",".join(gpus),
+        MLCP_PROJECT_ID=spec.project_id,
+        MLCP_RESOURCE_ID=spec.resource_id,
+        MLCP_WORKLOAD_KIND=spec.kind.value,
+        MLCP_WORKLOAD_NAME=spec.name,
+        MLCP_OWNER=spec.owner,
+    )
+    return env
+
+
+def is_running(launch: LaunchRecord) -> bool:
+    _reap_children()
+    info = process_info(launch.pid)
+    return info is not None and info.start_ticks == launch.start_ticks and not info.ended
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(
+        self,
+        home: Path,
+        gpu_devices: GpuDeviceList = nvml_devices,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
+    ) -> None:
+        self.root = home.resolve() / RUNTIME_FOLDER
+        self._gpu_devices = gpu_devices
+        self._stop_grace_seconds = stop_grace_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalRuntime:
+        return cls(settings.home)
+
+    # --- projects
+
+    def ensure_project(self, environment: ProjectEnvironment) -> None:
+        folder = self._project_folder(environment.project_id)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The quota is recorded for operators; admission against it is the project workflow's.
+        write_atomically(folder / PROJECT_FILE, environment.model_dump_json(indent=2))
+
+    def delete_project(self, project_id: str) -> None:
+        folder = self._project_folder(project_id)
+        if not folder.is_dir():
+            return
+        for entry in folder.iterdir():
+            if entry.is_dir() and entry.name != ARCHIVE_FOLDER:
+                self._delete(WorkloadFolder(entry))
+        with self._host_lock(), contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(folder)
+
+    # --- workloads
+
+    def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        folder = self._folder(spec.project_id, spec.kind, spec.resource_id)
+        with self._host_lock():
+            folder.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            launch = folder.launch()
+            if folder.finished() is not None or (launch is not None and is_running(launch)):
+                return self._status(folder)
+            folder.write_spec(spec)
+            if spec.kind == WorkloadKind.job and not spec.command:
+                message = (
+                    "a job needs a command here: the local runtime cannot run the image's own entrypoint"
+                )
+                folder.write_finished(ExitRecord(exit_code=None, reason="NoCommand", message=message))
+                return self._status(folder)
+            gpus = self._take_gpus(spec)
+            if gpus is None:
+                folder.warn_once("FailedScheduling", self._shortage(spec))
+            else:
+                if launch is not None:
+                    self._stop(launch)  # what the lost supervisor left running would run twice
+                self._launch(folder, spec, gpus, again=launch is not None)
+            return self._status(folder)
+
+    def status(self, project_id: str, kind: WorkloadKind, resource_id: str) -> WorkloadStatus:
+        return self._status(self._folder(project_id, kind, resource_id))
+
+    def logs(self, project_id: str, kind: WorkloadKind, resource_id: str, tail_lines: int = 200) -> str:
+        return self._folder(project_id, kind, resource_id).logs(tail_lines)
+
+    def events(self, project_id: str, kind: WorkloadKind, resource_id: str) -> list[RuntimeEvent]:
+        return self._folder(project_id, kind, resource_id).events()
+
+    def delete(self, project_id: str, kind: WorkloadKind, resource_id: str) -> None:
+        self._delete(self._folder(project_id, kind, resource_id))
+
+    # --- places
+
+    def _project_folder(self, project_id: str) -> Path:
+        return self.root / namespace_name(project_id)
+
+    def _folder(self, project_id: str, kind: WorkloadKind, resource_id: str) -> WorkloadFolder:
+        return WorkloadFolder(self._project_folder(project_id) / workload_name(kind, resource_id))
+
+    @contextlib.contextmanager
+    def _host_lock(self) -> Iterator[None]:
+        """One decision at a time on this host, across threads and worker processes alike."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (self.root / LOCK_FILE).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    # --- processes
+
+    def _launch(self, folder: WorkloadFolder, spec: WorkloadSpec, gpus: list[str], again: bool) -> None:
+        deadline = spec.active_deadline_seconds if spec.kind == WorkloadKind.job else None
+        supervisor = [sys.executable, "-I", str(SUPERVISOR_SCRIPT)]
+        if deadline is not None:
+            supervisor += ["--deadline", str(deadline)]
+        with folder.log.open("ab") as log:
+            child = subprocess.Popen(
+                [*supervisor, "--", *(spec.command or KEEP_ALIVE)],
+                cwd=folder.path,
+                env=workload_environment(spec, gpus),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # its own group, away from the worker's signals and lifetime
+            )
+        with _children_lock:
+            _children[child.pid] = child
+        info = process_info(child.pid)  # our unreaped child, so listed even if it has already ended
+        start_ticks = info.start_ticks if info else 0
+        folder.write_launch(
+            LaunchRecord(
+                pid=child.pid,
+                start_ticks=start_ticks,
+                started_at=utcnow(),
+                gpus=gpus,
+                deadline_seconds=deadline,
+            )
+        )
+        what = (
+            shlex.join(spec.command) if spec.command else "an idle process in place of the image's entrypoint"
+        )
+        message = f"started {what} as process group {child.pid}"
+        if gpus:
+            message += f" with GPUs {', '.join(gpus)}"
+        if again:
+            message += "; the previous process was lost"
+        folder.add_event("Normal", "Started", message)
+
+    @staticmethod
+    def _owns_group(launch: LaunchRecord) -> bool:
+        # A group's number is its first leader's PID and is not reused while any member lives, so the
+        # group is ours when that PID is our supervisor or held by no process at all.
+        info = process_info(launch.pid)
+        return info is None or info.start_ticks == launch.start_ticks
+
+    @staticmethod
+    def _wait_group_gone(process_group: int, seconds: float) -> bool:
+        give_up = time.monotonic() + seconds
+        while group_members(process_group):
+            if time.monotonic() >= give_up:
+                return False
+            time.sleep(POLL_SECONDS)
+            _reap_children()
+        return True
+
+    def _stop(self, launch: LaunchRecord) -> None:
+        if not self._owns_group(launch) or not group_members(launch.pid):
+            return
+        signal_group(launch.pid, signal.SIGTERM)
+        if self._wait_group_gone(launch.pid, self._stop_grace_seconds):
+            return
+        signal_group(launch.pid, signal.SIGKILL)
+        if not self._wait_group_gone(launch.pid, KILL_WAIT_SECONDS):
+            raise RuntimeError(f"process group {launch.pid} is still running after SIGKILL")
+
+    def _delete(self, folder: WorkloadFolder) -> None:
+        if not folder.exists():
+            return
+        launch = folder.launch()
+        if launch is not None:
+            self._stop(launch)
+        with self._host_lock():
+            folder.archive_log()
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(folder.path)
+
+    # --- GPUs
+
+    def _free_gpus(self) -> tuple[list[str], int]:
+        """Device IDs no running local workload holds, and how many the host has."""
+        devices = [device.uuid for device in self._gpu_devices()]
+        held: set[str] = set()
+        for launch_file in self.root.glob(f"*/*/{PID_FILE}"):
+            launch = WorkloadFolder(launch_file.parent).launch()
+            if launch is not None and launch.gpus and is_running(launch):
+                held.update(launch.gpus)
+        return [device for device in devices if device not in held], len(devices)
+
+    def _take_gpus(self, spec: WorkloadSpec) -> list[str] | None:
+        """The devices to hand out, or None when too few are free."""
+        wanted = spec.resources.gpu
+        if wanted == 0:
+            return []
+        free, _ = self._free_gpus()
+        return free[:wanted] if len(free) >= wanted else None
+
+    def _shortage(self, spec: WorkloadSpec) -> str:
+        free, total = self._free_gpus()
+        message = f"needs {_plural(spec.resources.gpu, 'GPU')}, {len(free)} free of {total} on this host"
+        if total == 0:
+            message += ": this host has no NVIDIA GPU (NVML finds none)"
+        return message
+
+    # --- status
+
+    def _status(self, folder: WorkloadFolder) -> WorkloadStatus:
+        spec = folder.spec()
+        if spec is None:
+            return WorkloadStatus(state=WorkloadState.gone)
+        endpoints = [Endpoint(name=port.name, port=port.port, host=LOOPBACK) for port in spec.ports]
+        notes = unsupported(spec)
+        finished = folder.finished()
+        launch = folder.launch()
+        if finished is None and launch is not None and is_running(launch):
+            return WorkloadStatus(
+                state=WorkloadState.running,
+                started_at=launch.started_at,
+                endpoints=endpoints,
+                gpus=launch.gpus,
+                unsupported=notes,
+            )
+        finished = finished or folder.finished()  # it may have ended between the two reads
+        if finished is not None:
+            return self._finished(folder, spec, launch, finished, notes)
+        if launch is not None:
+            return WorkloadStatus(
+                state=WorkloadState.failed,
+                reason="Lost",
+                message="the process ended without recording how (the host restarted or it was killed "
+                "from outside); applying it again starts it anew",
+                started_at=launch.started_at,
+                unsupported=notes,
+            )
+        if spec.resources.gpu:
+            reason, message = "Unschedulable", self._shortage(spec)
+        else:
+            reason, message = "", "not started yet: the next apply starts it"
+        return WorkloadStatus(
+            state=WorkloadState.pending,
+            reason=reason,
+            message=message,
+            endpoints=endpoints,
+            unsupported=notes,
+        )
+
+    @staticmethod
+    def _finished(
+        folder: WorkloadFolder,
+        spec: WorkloadSpec,
+        launch: LaunchRecord | None,
+        record: ExitRecord,
+        notes: list[str],
+    ) -> WorkloadStatus:
+        code = record.exit_code
+        if record.reason:
+            state, reason, message = WorkloadState.failed, record.reason, record.message
+        elif code == 0 and spec.kind == WorkloadKind.job:
+            state, reason, message = WorkloadState.succeeded, "Completed", ""
+        else:
+            # A container is meant to run until deleted, so its end is a failure even with exit code 0.
+            state, reason = WorkloadState.failed, "Completed" if code == 0 else "Error"
+            message = folder.last_log_line() or record.message or f"exited with code {code}"
+        return WorkloadStatus(
+            state=state,
+            reason=reason,
+            message=message[:MESSAGE_LIMIT],
+            exit_code=code,
+            started_at=launch.started_at if launch else None,
+            finished_at=record.finished_at,
+            gpus=launch.gpus if launch else [],
+            unsupported=notes,
+        )
