@@ -1,0 +1,332 @@
+"""The Kubernetes workload runtime: projects are namespaces, containers Deployments, jobs Jobs.
+
+Every write is a server-side apply (field manager `mlcp`, forced) of a complete object with a stable
+name, so a retried call leaves exactly one object; deletes treat NotFound as done. Transient API
+failures are retried briefly inside a call, and Temporal retries the activity beyond that. The client
+blocks, so the activities calling this run in the worker's thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from activities.kube_manifests import (
+    CONTAINER_NAME,
+    Manifest,
+    isolation_policy_manifest,
+    namespace_manifest,
+    pod_selector,
+    ports_policy_manifest,
+    resource_quota_manifest,
+    secret_manifest,
+    selector_text,
+    service_manifests,
+    workload_manifest,
+)
+from activities.kube_status import newest_pod, runtime_events, workload_status
+from activities.runtime import FIELD_MANAGER, namespace_name, workload_name
+from config import Settings
+from models.workloads import (
+    ProjectEnvironment,
+    RuntimeEvent,
+    WorkloadKind,
+    WorkloadSpec,
+    WorkloadState,
+    WorkloadStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+APPLY_PATCH = "application/apply-patch+yaml"
+# Short in-call retries for blips; longer outages are the activity retry policy's business.
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
+_TRANSIENT_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+_WORKLOAD_KINDS = {WorkloadKind.container: "Deployment", WorkloadKind.job: "Job"}
+_CHILD_KINDS = ("Secret", "Service", "NetworkPolicy")
+
+
+class KubernetesApiError(RuntimeError):
+    """The API server refused a call, or stayed unreachable through the in-call retries.
+
+    `status` is the HTTP status (None when the server was unreachable); callers make 4xx such as
+    422 Invalid non-retryable and let everything else retry.
+    """
+
+    def __init__(self, operation: str, status: int | None, reason: str, message: str) -> None:
+        self.operation, self.status, self.reason, self.message = operation, status, reason, message
+        shown = status if status is not None else "unreachable"
+        super().__init__(f"{operation}: {shown} {reason}" + (f": {message}" if message else ""))
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status in _TRANSIENT_STATUSES
+
+    @classmethod
+    def from_api_exception(cls, operation: str, error: ApiException) -> KubernetesApiError:
+        """Only the Status reason and message are kept: request bodies (secrets) never reach a log."""
+        reason, message = str(error.reason or ""), ""
+        try:
+            body = json.loads(error.body or "{}")
+        except (TypeError, ValueError):
+            body = {}
+        if isinstance(body, dict):
+            reason, message = str(body.get("reason") or reason), str(body.get("message") or "")
+        return cls(operation, int(error.status or 0), reason, message)
+
+
+@dataclass(frozen=True)
+class _Resource:
+    """One kind's methods on the official typed API, e.g. `patch_namespaced_service`."""
+
+    api: Any
+    suffix: str
+    namespaced: bool = True
+
+    def method(self, verb: str) -> Callable[..., Any]:
+        scope = "_namespaced" if self.namespaced else ""
+        method: Callable[..., Any] = getattr(self.api, f"{verb}{scope}_{self.suffix}")
+        return method
+
+    def address(self, namespace: str, name: str) -> tuple[str, ...]:
+        return (name, namespace) if self.namespaced else (name,)
+
+
+def _body(response: Any) -> Any:
+    """The JSON body of a raw response: the API's own shape, free of the typed models' None fields."""
+    try:
+        return json.loads(response.data or b"null")
+    finally:
+        response.release_conn()
+
+
+class KubernetesRuntime:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        node_host: str = "",
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api_client = api_client
+        self.node_host = node_host
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
+        core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+        batch, networking = client.BatchV1Api(api_client), client.NetworkingV1Api(api_client)
+        self._resources = {
+            "Namespace": _Resource(core, "namespace", namespaced=False),
+            "ResourceQuota": _Resource(core, "resource_quota"),
+            "NetworkPolicy": _Resource(networking, "network_policy"),
+            "Deployment": _Resource(apps, "deployment"),
+            "Job": _Resource(batch, "job"),
+            "Service": _Resource(core, "service"),
+            "Secret": _Resource(core, "secret"),
+            "Pod": _Resource(core, "pod"),
+            "Event": _Resource(core, "event"),
+        }
+        self._core = core
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesRuntime:
+        """Kubeconfig from `MLCP_KUBECONFIG`; else in-cluster inside a pod; else the default kubeconfig."""
+        configuration = client.Configuration()
+        if not settings.kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=settings.kubeconfig or None, client_configuration=configuration
+            )
+        return cls(client.ApiClient(configuration), node_host=settings.node_host)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # The one place calls go through: retries, NotFound, clear errors.
+
+    def _call(
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        *args: Any,
+        absent_ok: frozenset[int] = frozenset(),
+        retry_conflicts: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """`method(*args, **kwargs)`, retried on transient failures; None for a status in `absent_ok`.
+
+        Every call made through here is idempotent (apply, read, list, delete), so repeating one whose
+        answer was lost is safe.
+        """
+        for delay in (*self._retry_delays, None):
+            cause: Exception
+            try:
+                return method(*args, **kwargs)
+            except ApiException as error:
+                if error.status in absent_ok:
+                    return None
+                cause, failure = error, KubernetesApiError.from_api_exception(operation, error)
+                retry = failure.transient or (retry_conflicts and failure.status == 409)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                cause = error
+                failure = KubernetesApiError(operation, None, type(error).__name__, str(error))
+                retry = True
+            if not retry or delay is None:
+                raise failure from cause
+            logger.warning(
+                "Kubernetes %s failed (%s %s); retrying in %gs",
+                operation,
+                failure.status,
+                failure.reason,
+                delay,
+            )
+            self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _apply(self, manifest: Manifest) -> dict[str, Any]:
+        kind, metadata = manifest["kind"], manifest["metadata"]
+        resource = self._resources[kind]
+        response = self._call(
+            f"apply {kind} {metadata.get('namespace', '')}/{metadata['name']}",
+            resource.method("patch"),
+            *resource.address(metadata.get("namespace", ""), metadata["name"]),
+            body=manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY_PATCH,
+            _preload_content=False,
+            retry_conflicts=True,
+        )
+        applied: dict[str, Any] = _body(response)
+        return applied
+
+    def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        resource = self._resources[kind]
+        response = self._call(
+            f"read {kind} {namespace}/{name}",
+            resource.method("read"),
+            *resource.address(namespace, name),
+            absent_ok=frozenset({404}),
+            _preload_content=False,
+        )
+        return None if response is None else _body(response)
+
+    def _list(
+        self, kind: str, namespace: str, selector: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects in a namespace; a namespace that does not exist lists as empty, as the API answers."""
+        response = self._call(
+            f"list {kind} in {namespace}",
+            self._resources[kind].method("list"),
+            namespace,
+            label_selector=selector_text(selector) if selector else None,
+            _preload_content=False,
+        )
+        items: list[dict[str, Any]] = _body(response).get("items") or []
+        return items
+
+    def _delete(self, kind: str, namespace: str, name: str, policy: str) -> None:
+        """Delete; NotFound means done. A namespace already terminating answers 409, also done."""
+        resource = self._resources[kind]
+        absent = frozenset({404, 409}) if kind == "Namespace" else frozenset({404})
+        response = self._call(
+            f"delete {kind} {namespace}/{name}",
+            resource.method("delete"),
+            *resource.address(namespace, name),
+            propagation_policy=policy,
+            absent_ok=absent,
+            _preload_content=False,
+        )
+        if response is not None:
+            _body(response)  # read to the end, or the pooled connection carries its leftovers
+
+    # Projects.
+
+    def ensure_project(self, environment: ProjectEnvironment) -> None:
+        self._apply(namespace_manifest(environment.project_id))
+        self._apply(resource_quota_manifest(environment))
+        self._apply(isolation_policy_manifest(environment.project_id))
+
+    def delete_project(self, project_id: str) -> None:
+        self._delete("Namespace", "", namespace_name(project_id), "Background")
+
+    # Workloads.
+
+    def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        """Apply the Deployment or Job first: its uid is what the Secret, Services and policy point at,
+        so deleting the workload takes them along. Children the spec no longer asks for are removed."""
+        owner = self._apply(workload_manifest(spec))
+        secret = secret_manifest(spec, owner)
+        policy = ports_policy_manifest(spec, owner)
+        children = [c for c in (secret, *service_manifests(spec, owner), policy) if c is not None]
+        for child in children:
+            self._apply(child)
+        self._prune(spec, {(c["kind"], c["metadata"]["name"]) for c in children})
+        return self.status(spec.project_id, spec.kind, spec.resource_id)
+
+    def _prune(self, spec: WorkloadSpec, wanted: set[tuple[str, str]]) -> None:
+        namespace, selector = namespace_name(spec.project_id), pod_selector(spec.kind, spec.resource_id)
+        for kind in _CHILD_KINDS:
+            for obj in self._list(kind, namespace, selector):
+                if (kind, obj["metadata"]["name"]) not in wanted:
+                    self._delete(kind, namespace, obj["metadata"]["name"], "Background")
+
+    def status(self, project_id: str, kind: WorkloadKind, resource_id: str) -> WorkloadStatus:
+        namespace, name = namespace_name(project_id), workload_name(kind, resource_id)
+        workload = self._read(_WORKLOAD_KINDS[kind], namespace, name)
+        if workload is None:
+            return WorkloadStatus(state=WorkloadState.gone)
+        selector = pod_selector(kind, resource_id)
+        pods = self._list("Pod", namespace, selector)
+        running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
+        services = self._list("Service", namespace, selector) if running else []
+        events = None if pods else self.events(project_id, kind, resource_id)
+        return workload_status(workload, pods, services, self.node_host, events)
+
+    def logs(self, project_id: str, kind: WorkloadKind, resource_id: str, tail_lines: int = 200) -> str:
+        """The tail of the newest pod's log; a container that has not started (or no pod) reads as ""."""
+        namespace = namespace_name(project_id)
+        pod = newest_pod(self._list("Pod", namespace, pod_selector(kind, resource_id)))
+        if pod is None:
+            return ""
+        pod_name = pod["metadata"]["name"]
+        # A container waiting to start answers 400; one in a crash loop still has its last run's log.
+        for previous in (False, True):
+            response = self._call(
+                f"read log of Pod {namespace}/{pod_name}",
+                self._core.read_namespaced_pod_log,
+                pod_name,
+                namespace,
+                container=CONTAINER_NAME,
+                tail_lines=tail_lines,
+                previous=previous or None,
+                absent_ok=frozenset({400, 404}),
+                _preload_content=False,
+            )
+            if response is not None:
+                try:
+                    return str(response.data.decode("utf-8", errors="replace"))
+                finally:
+                    response.release_conn()
+        return ""
+
+    def events(self, project_id: str, kind: WorkloadKind, resource_id: str) -> list[RuntimeEvent]:
+        namespace = namespace_name(project_id)
+        return runtime_events(self._list("Event", namespace), workload_name(kind, resource_id))
+
+    def delete(self, project_id: str, kind: WorkloadKind, resource_id: str) -> None:
+        """Foreground: the workload stays visible (not `gone`) until its pods have released their GPUs."""
+        namespace, name = namespace_name(project_id), workload_name(kind, resource_id)
+        self._delete(_WORKLOAD_KINDS[kind], namespace, name, "Foreground")
