@@ -40,8 +40,6 @@ class Settings(BaseSettings):
     runtime: Literal["local", "kubernetes"] = "local"
     kubeconfig: str = Field("", description="Kubeconfig file; empty: in-cluster, else ~/.kube/config.")
     node_host: str = Field("", description="Host users reach NodePorts at; empty: the pod's node IP.")
-    kubeconfig: str = Field("", description="Kubeconfig file; empty: in-cluster, else ~/.kube/config.")
-    node_host: str = Field("", description="Host users reach NodePorts at; empty: the pod's node IP.")
 
     smtp_host: str = Field("", description="SMTP server; empty means mail goes to the outbox table.")
     smtp_port: int = 587
