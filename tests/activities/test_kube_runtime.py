@@ -1,129 +1,35 @@
-"""The Kubernetes runtime over HTTP against the stateful Kubernetes API double.
-
-The double's controllers only move when a test calls `settle()`, so nothing here waits on a clock.
-Object counts are read from the double's store, behind the API the runtime talks to.
-"""
+"""The Kubernetes runtime over HTTP against the stateful Kubernetes API double: what becomes of projects,
+containers and jobs, and how faults and refusals are met."""
 
 from __future__ import annotations
 
-import base64
 import logging
-import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from activities.kube import DEFAULT_RETRY_DELAYS, KubernetesApiError, KubernetesRuntime
-from activities.kube_manifests import binary_quantity, cpu_quantity, label_value
-from activities.runtime import LABEL_KIND, LABEL_OWNER, LABEL_PROJECT, LABEL_RESOURCE_ID
+from activities.runtime import LABEL_PROJECT
 from config import Settings
 from models.lifecycle import Quota
-from models.workloads import (
-    Credentials,
-    ProjectEnvironment,
-    ResourceRequest,
-    ServicePort,
-    WorkloadKind,
-    WorkloadSpec,
-    WorkloadState,
-)
+from models.workloads import ProjectEnvironment, ResourceRequest, WorkloadState
 from tests.activities.kube_cases import FLOWS, MISSING_IMAGE, Cluster
+from tests.activities.kube_harness import (
+    CONTAINER,
+    JOB,
+    NAMESPACE,
+    PASSWORD_HASH,
+    PROJECT,
+    QUOTA,
+    Kube,
+    status_of,
+)
 from tests.kube_double import resources as r
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.knobs import NodePool
-
-PROJECT = "pr0ject42"
-NAMESPACE = f"mlcp-{PROJECT}"
-QUOTA = Quota(gpu=8, vcpu=32, ram_gb=128, storage_gb=500)
-PASSWORD_HASH = "$6$saltsalt$Yq0c0ZbN1iJ2nR0mTQW3hPQ5eLFpcKx8pV4g3Z4gKjP7bq1sxS0C3a8o0c3"
-PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly alice@laptop"
-CONTAINER = WorkloadSpec(
-    project_id=PROJECT,
-    resource_id="c0ntainer1",
-    kind=WorkloadKind.container,
-    owner="alice@example.com",
-    name="dev box",
-    image="registry.example/pytorch:2.3",
-    env={"WANDB_MODE": "offline"},
-    resources=ResourceRequest(gpu=1, vcpu=4, ram_gb=16, shm_gb=2),
-    ports=[ServicePort(name="ssh", port=22), ServicePort(name="jupyter", port=8888)],
-    credentials=Credentials(password_hash=PASSWORD_HASH, authorized_keys=[PUBLIC_KEY]),
-)
-JOB = WorkloadSpec(
-    project_id=PROJECT,
-    resource_id="j0b1",
-    kind=WorkloadKind.job,
-    owner="bob",
-    name="train",
-    image="busybox:1.36",
-    command=["sh", "-c", "echo epoch 1; echo done"],
-    env={"EPOCHS": "1"},
-    resources=ResourceRequest(vcpu=1, ram_gb=1.5),
-    active_deadline_seconds=3600,
-)
-WORKLOAD_LABELS = (LABEL_PROJECT, LABEL_OWNER, LABEL_KIND, LABEL_RESOURCE_ID, "app.kubernetes.io/managed-by")
-
-
-@dataclass
-class Kube:
-    double: KubeDouble
-    runtime: KubernetesRuntime
-    sleeps: list[float] = field(default_factory=list)
-
-    def settle(self) -> None:
-        self.double.settle()
-
-    def objects(self, resource: r.ResourceType) -> list[dict[str, Any]]:
-        return self.double.objects(resource, None if resource is r.NAMESPACES else NAMESPACE)
-
-    def names(self, resource: r.ResourceType) -> list[str]:
-        return sorted(o["metadata"]["name"] for o in self.objects(resource))
-
-    def one(self, resource: r.ResourceType, name: str) -> dict[str, Any]:
-        found = [o for o in self.objects(resource) if o["metadata"]["name"] == name]
-        assert len(found) == 1, f"{len(found)} {resource.plural} named {name}"
-        return found[0]
-
-    def project(self, quota: Quota = QUOTA) -> None:
-        self.runtime.ensure_project(ProjectEnvironment(project_id=PROJECT, quota=quota))
-
-
-@pytest.fixture
-def kube(kube_double: KubeDouble) -> Kube:
-    """A runtime on the double, whose retry pauses are recorded instead of slept."""
-    kube_double.knobs.auto_step = False
-    sleeps: list[float] = []
-    return Kube(kube_double, KubernetesRuntime(kube_double.api_client, sleep=sleeps.append), sleeps)
-
-
-def status_of(kube: Kube, spec: WorkloadSpec) -> Any:
-    return kube.runtime.status(spec.project_id, spec.kind, spec.resource_id)
-
-
-def pod_spec(kube: Kube, name: str = "container-c0ntainer1") -> dict[str, Any]:
-    return kube.one(r.DEPLOYMENTS, name)["spec"]["template"]["spec"]
-
-
-# Names and quantities.
-
-
-def test_label_values_are_valid_and_keep_different_names_apart() -> None:
-    valid = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-    assert label_value("alice") == "alice"
-    for text in ("alice@example.com", "alice#example.com", "-x-", "@@@", "名前", "a" * 80):
-        assert valid.match(label_value(text)) and 0 < len(label_value(text)) <= 63, text
-    assert label_value("alice@example.com") != label_value("alice#example.com")
-
-
-def test_quantities_are_what_kubernetes_expects() -> None:
-    assert (binary_quantity(16), binary_quantity(1.5), binary_quantity(0)) == ("16Gi", "1536Mi", "0Gi")
-    assert (cpu_quantity(4), cpu_quantity(0.5)) == ("4000m", "500m")
-
 
 # Projects.
 
@@ -169,109 +75,6 @@ def test_delete_project_removes_everything_and_absent_is_success(kube: Kube) -> 
     assert kube.objects(r.PODS) == [] and kube.objects(r.SERVICES) == []
     kube.runtime.delete_project(PROJECT)  # gone: 404
     assert status_of(kube, CONTAINER).state == WorkloadState.gone
-
-
-# Containers: the objects.
-
-
-def test_apply_twice_leaves_exactly_one_of_every_object(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(CONTAINER)
-    kube.runtime.apply(CONTAINER)
-    kube.settle()
-    assert kube.names(r.DEPLOYMENTS) == ["container-c0ntainer1"]
-    assert len(kube.objects(r.REPLICA_SETS)) == 1 and len(kube.objects(r.PODS)) == 1
-    assert kube.names(r.SERVICES) == ["container-c0ntainer1-jupyter", "container-c0ntainer1-ssh"]
-    assert kube.names(r.SECRETS) == ["container-c0ntainer1-credentials"]
-    assert kube.names(r.NETWORK_POLICIES) == ["container-c0ntainer1-ports", "mlcp-isolate"]
-    versions = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in kube.objects(r.SERVICES)}
-    kube.runtime.apply(CONTAINER)
-    assert {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in kube.objects(r.SERVICES)} == (
-        versions
-    )
-
-
-def test_every_object_is_labelled_and_children_belong_to_the_deployment(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(CONTAINER)
-    deployment = kube.one(r.DEPLOYMENTS, "container-c0ntainer1")
-    children = [
-        *kube.objects(r.SERVICES),
-        *kube.objects(r.SECRETS),
-        kube.one(r.NETWORK_POLICIES, "container-c0ntainer1-ports"),
-    ]
-    for obj in [deployment, *children]:
-        labels = obj["metadata"]["labels"]
-        assert all(key in labels for key in WORKLOAD_LABELS), obj["metadata"]["name"]
-        assert labels[LABEL_OWNER] == label_value("alice@example.com")
-        assert (labels[LABEL_KIND], labels[LABEL_RESOURCE_ID]) == ("container", "c0ntainer1")
-    for child in children:
-        (reference,) = child["metadata"]["ownerReferences"]
-        assert (reference["kind"], reference["uid"]) == ("Deployment", deployment["metadata"]["uid"])
-    assert deployment["spec"]["template"]["metadata"]["labels"][LABEL_PROJECT] == PROJECT
-
-
-def test_the_pod_asks_for_gpus_cpu_memory_and_shared_memory(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(
-        CONTAINER.model_copy(
-            update={"resources": CONTAINER.resources.model_copy(update={"gpu": 2, "gpu_model": "A100 80GB"})}
-        )
-    )
-    deployment = kube.one(r.DEPLOYMENTS, "container-c0ntainer1")["spec"]
-    assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
-    spec = deployment["template"]["spec"]
-    (container,) = spec["containers"]
-    amounts = {"cpu": "4000m", "memory": "16Gi", "nvidia.com/gpu": "2"}
-    assert container["resources"] == {"requests": amounts, "limits": amounts}
-    assert spec["nodeSelector"] == {"mlcp.io/gpu-model": label_value("A100 80GB")}
-    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in spec["volumes"]
-    assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("ssh", 22), ("jupyter", 8888)]
-    assert spec["automountServiceAccountToken"] is False
-    assert {"name": "WANDB_MODE", "value": "offline"} in container["env"]
-
-
-def test_a_cpu_only_workload_gets_no_gpus(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(CONTAINER.model_copy(update={"resources": ResourceRequest(vcpu=0.5, ram_gb=2)}))
-    spec = pod_spec(kube)
-    (container,) = spec["containers"]
-    assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in container["env"]
-    assert "nodeSelector" not in spec and "shm" not in {v["name"] for v in spec["volumes"]}
-
-
-def test_credentials_are_files_in_a_secret_mounted_read_only(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(CONTAINER)
-    data = kube.one(r.SECRETS, "container-c0ntainer1-credentials")["data"]
-    files = {key: base64.b64decode(value).decode() for key, value in data.items()}
-    assert files == {"password-hash": PASSWORD_HASH + "\n", "authorized_keys": PUBLIC_KEY + "\n"}
-    spec = pod_spec(kube)
-    (container,) = spec["containers"]
-    assert {"name": "credentials", "mountPath": "/etc/mlcp/credentials", "readOnly": True} in container[
-        "volumeMounts"
-    ]
-    volume = next(v for v in spec["volumes"] if v["name"] == "credentials")
-    assert volume["secret"]["secretName"] == "container-c0ntainer1-credentials"
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["MLCP_PASSWORD_HASH_FILE"] == "/etc/mlcp/credentials/password-hash"
-    assert env["MLCP_AUTHORIZED_KEYS_FILE"] == "/etc/mlcp/credentials/authorized_keys"
-    assert PASSWORD_HASH not in str(kube.one(r.DEPLOYMENTS, "container-c0ntainer1"))
-
-
-def test_reapplying_removes_children_the_spec_no_longer_asks_for(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(CONTAINER)
-    kube.runtime.apply(CONTAINER.model_copy(update={"ports": [ServicePort(name="ssh", port=22)]}))
-    assert kube.names(r.SERVICES) == ["container-c0ntainer1-ssh"]
-    kube.runtime.apply(CONTAINER.model_copy(update={"ports": [], "credentials": None}))
-    assert kube.objects(r.SERVICES) == [] and kube.objects(r.SECRETS) == []
-    assert kube.names(r.NETWORK_POLICIES) == ["mlcp-isolate"]
-    assert "volumes" not in pod_spec(kube) or all(
-        v["name"] != "credentials" for v in pod_spec(kube)["volumes"]
-    )
 
 
 # Containers: what becomes of them.
@@ -403,20 +206,6 @@ def test_nothing_there_reads_as_gone_with_no_logs_or_events(kube: Kube) -> None:
 
 
 # Jobs.
-
-
-def test_a_job_runs_once_with_its_command_env_and_deadline(kube: Kube) -> None:
-    kube.project()
-    kube.runtime.apply(JOB)
-    kube.runtime.apply(JOB)
-    job = kube.one(r.JOBS, "job-j0b1")["spec"]
-    assert (job["backoffLimit"], job["activeDeadlineSeconds"]) == (0, 3600)
-    spec = job["template"]["spec"]
-    (container,) = spec["containers"]
-    assert spec["restartPolicy"] == "Never" and container["command"] == JOB.command
-    assert {"name": "EPOCHS", "value": "1"} in container["env"]
-    assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "1536Mi"}
-    assert "ports" not in container and kube.objects(r.SERVICES) == []
 
 
 def test_a_job_succeeds_with_exit_code_zero_and_its_log(kube: Kube) -> None:
