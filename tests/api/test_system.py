@@ -19,9 +19,9 @@ from worker import build_worker
 
 @pytest.fixture
 async def system_api(
-    settings: Settings, engine: Engine, time_skipping_env: WorkflowEnvironment
+    settings: Settings, engine: Engine, dev_server_env: WorkflowEnvironment
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, engine=engine, temporal=time_skipping_env.client)
+    app = create_app(settings, engine=engine, temporal=dev_server_env.client)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://mlcp.test"
     ) as client:
@@ -34,10 +34,10 @@ async def _admin(client: httpx.AsyncClient, engine: Engine) -> dict[str, str]:
 
 
 async def test_system_check_runs_a_workflow_through_the_worker(
-    system_api: httpx.AsyncClient, engine: Engine, settings: Settings, time_skipping_env: WorkflowEnvironment
+    system_api: httpx.AsyncClient, engine: Engine, settings: Settings, dev_server_env: WorkflowEnvironment
 ) -> None:
     headers = await _admin(system_api, engine)
-    async with build_worker(time_skipping_env.client, settings, engine):
+    async with build_worker(dev_server_env.client, settings, engine):
         response = await system_api.post("/api/v1/system/check", headers=headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -46,7 +46,7 @@ async def test_system_check_runs_a_workflow_through_the_worker(
     assert body["database"]["dialect"] == engine.dialect.name
     assert body["database"]["schema_revision"]
     assert body["database"]["users"] == 1
-    handle = time_skipping_env.client.get_workflow_handle(body["workflow_id"])
+    handle = dev_server_env.client.get_workflow_handle(body["workflow_id"])
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
 
@@ -54,7 +54,7 @@ async def test_system_check_answers_503_when_no_worker_polls(
     system_api: httpx.AsyncClient, engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     headers = await _admin(system_api, engine)
-    # No worker runs here, and the server does not skip time over a workflow task nobody polls.
+    # No worker polls this task queue, so the check must give up after the (shortened) timeout.
     monkeypatch.setattr(system, "SYSTEM_CHECK_TIMEOUT", timedelta(seconds=1))
     response = await system_api.post("/api/v1/system/check", headers=headers)
     assert response.status_code == 503
