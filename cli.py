@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import typer
 from rich.console import Console
@@ -23,12 +24,74 @@ def dev() -> None:
 
 @app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to reach.")) -> None:
-    """Apply database migrations."""
+    """Apply database migrations; with MLCP_ADMIN_PASSWORD set, also create the first platform admin."""
+    from api.bootstrap import ensure_bootstrap_admin
+    from models.database import make_engine
     from models.database import migrate as apply
 
     settings = get_settings()
     apply(settings.database_url, revision)
     console.print(f"database at revision [bold]{revision}[/bold]")
+    if settings.admin_password is None:
+        return  # never generate a password into a log nobody reads: use create-admin instead
+    engine = make_engine(settings.database_url)
+    created = ensure_bootstrap_admin(engine, settings)
+    engine.dispose()
+    if created:
+        console.print(f"platform admin [bold]{created.username}[/bold] created from MLCP_ADMIN_PASSWORD")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: str = typer.Argument(..., help="Login name of the new platform admin."),
+    email: str = typer.Option("", help="Where platform mail reaches them."),
+) -> None:
+    """Create a platform admin, asking for the password (production's first admin)."""
+    from pydantic import ValidationError
+    from sqlmodel import Session, select
+
+    from api.security import hash_password
+    from models.accounts import PlatformRole, User, UserCreate
+    from models.database import make_engine
+
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        body = UserCreate(username=username, password=password, email=email or None, role=PlatformRole.admin)
+    except ValidationError as exc:
+        console.print(f"[red]{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}[/red]")
+        raise typer.Exit(2) from exc
+    engine = make_engine(get_settings().database_url)
+    with Session(engine) as session:
+        if session.exec(select(User).where(User.username == username)).first():
+            console.print(f"[red]username {username!r} is taken[/red]")
+            raise typer.Exit(1)
+        session.add(
+            User(
+                username=body.username,
+                display_name=body.username,
+                email=str(body.email or ""),
+                role=PlatformRole.admin,
+                password_hash=hash_password(body.password),
+            )
+        )
+        session.commit()
+    engine.dispose()
+    console.print(f"platform admin [bold]{username}[/bold] created")
+
+
+@app.command("setup-temporal")
+def setup_temporal() -> None:
+    """Register mlcp's search attributes on the Temporal cluster (once per namespace)."""
+    from config import connect_temporal, register_search_attributes
+
+    settings = get_settings()
+
+    async def _run() -> list[str]:
+        client = await connect_temporal(settings)
+        return await register_search_attributes(client, settings.temporal_namespace)
+
+    added = asyncio.run(_run())
+    console.print(f"search attributes added: {', '.join(added) or 'none (all present)'}")
 
 
 @app.command()
@@ -52,7 +115,16 @@ def worker() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    asyncio.run(run_worker(settings))
+
+    async def _run() -> None:
+        # SIGTERM (a pod being replaced) drains: running activities finish before the process exits.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(_run())
 
 
 @app.command()

@@ -31,6 +31,7 @@ from api.app import create_app
 from api.bootstrap import BootstrapAdmin, ensure_bootstrap_admin
 from api.request_context import configure_logging
 from config import Settings, connect_temporal
+from models.catalog import seed_default_catalog
 from models.database import make_engine, migrate
 from worker import build_worker
 from workflows import search_attributes
@@ -285,7 +286,10 @@ class DevStack:
         try:
             migrate(url)
             self.engine = make_engine(url)
-            return ensure_bootstrap_admin(self.engine, self.settings)
+            admin = ensure_bootstrap_admin(self.engine, self.settings)
+            if admin is not None:  # first start: give the new platform a catalog to begin with
+                seed_default_catalog(self.engine)
+            return admin
         except Exception as exc:
             shown = make_url(url).render_as_string(hide_password=True)
             raise StartupError(

@@ -71,10 +71,12 @@ async def test_restart_keeps_data_and_workflows_and_prints_credentials_once(dev_
     async with httpx.AsyncClient(base_url=dev_stack.api_url, timeout=30) as api:
         admin = await _sign_in(api, "admin", ADMIN_PASSWORD)
         await _create_user(api, admin, "carol")
+        seeded = await api.get("/api/v1/catalog/gpu-models", headers=admin, params={"name": "A100"})
+        assert seeded.json()["total"] == 1  # the first start seeds a starter catalog
         gpu = await api.post(
             "/api/v1/catalog/gpu-models",
             headers=admin,
-            json={"name": "A100-80G", "vendor": "NVIDIA", "memory_gb": 80},
+            json={"name": "H100-80G", "vendor": "NVIDIA", "memory_gb": 80},
         )
         assert gpu.status_code == 201, gpu.text
         spec = await api.post(
