@@ -66,12 +66,12 @@ def application_body(**overrides: Any) -> dict[str, Any]:
 async def apply(api: httpx.AsyncClient, who: Headers, **overrides: Any) -> dict[str, Any]:
     response = await api.post("/api/v1/projects", headers=who, json=application_body(**overrides))
     assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def project_application(api: httpx.AsyncClient, who: Headers, project_id: str) -> dict[str, Any]:
     listed = await api.get("/api/v1/applications", headers=who, params={"project_id": project_id})
-    return listed.json()["items"][0]  # type: ignore[no-any-return]
+    return listed.json()["items"][0]
 
 
 async def approved_project(
@@ -122,7 +122,7 @@ async def test_application_validation_names_the_field(
     platform: httpx.AsyncClient, people: dict[str, Headers]
 ) -> None:
     now = utcnow()
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"end_at": (now - timedelta(days=40)).isoformat()}, "end_at"),  # before start
         ({"members": []}, "members"),
         ({"members": [{"username": "nobody"}]}, "members[0].username"),
