@@ -66,4 +66,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_user_username"))
 
     op.drop_table("user")
+    # PostgreSQL keeps an enum's type after its table is gone.
+    sa.Enum(name="platformrole").drop(op.get_bind(), checkfirst=True)
     # ### end Alembic commands ###
