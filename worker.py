@@ -11,25 +11,44 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.containers import ContainerAdmission, ContainerRecords
 from activities.mail import MailActivities
 from activities.projects import ProjectActivities
+from activities.runtime import runtime_from_settings
 from activities.system import SystemActivities
+from activities.workloads import WorkloadActivities
 from config import Settings, connect_temporal
 from models.database import make_engine
+from workflows.container import ContainerWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.system_check import SystemCheckWorkflow
 
 log = logging.getLogger("mlcp.worker")
 
-WORKFLOWS: list[type] = [SystemCheckWorkflow, ProjectWorkflow]
+WORKFLOWS: list[type] = [SystemCheckWorkflow, ProjectWorkflow, ContainerWorkflow]
 
 
-def activities_for(settings: Settings, engine: Engine) -> list[Any]:
+def activities_for(settings: Settings, engine: Engine, client: Client) -> list[Any]:
     """Every activity, bound to the resources it needs."""
     system = SystemActivities(engine)
     mail = MailActivities(engine, settings)
     projects = ProjectActivities(engine)
-    return [system.check_database, mail.send_mail, projects.record_project]
+    containers = ContainerRecords(engine)
+    admission = ContainerAdmission(client)
+    workloads = WorkloadActivities(runtime_from_settings(settings))
+    return [
+        system.check_database,
+        mail.send_mail,
+        projects.record_project,
+        containers.record_container,
+        admission.admit_in_project,
+        workloads.ensure_project_environment,
+        workloads.delete_project_environment,
+        workloads.apply_workload,
+        workloads.workload_status,
+        workloads.delete_workload,
+        workloads.workload_logs,
+    ]
 
 
 def build_worker(
@@ -40,7 +59,7 @@ def build_worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities_for(settings, engine),
+        activities=activities_for(settings, engine, client),
         activity_executor=executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity"),
     )
 

@@ -2,12 +2,14 @@
 
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
+from models.containers import Container
 from models.mail import MailRecord
 from models.projects import ApplicationRecord, Project, ProjectMember
 
 __all__ = [
     "ApiToken",
     "ApplicationRecord",
+    "Container",
     "GpuModel",
     "MailRecord",
     "Project",
