@@ -40,3 +40,7 @@ class FakeWorkloadWorkflow:
     @workflow.query
     def is_admitted(self) -> bool:
         return self.admitted
+
+    @workflow.query
+    def shutdown_reason_query(self) -> str | None:
+        return self.shutdown_reason

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -15,7 +17,10 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.local import LocalRuntime
 from activities.projects import ProjectActivities
+from activities.runtime import WorkloadRuntime
+from activities.workloads import WorkloadActivities
 from models.accounts import User
 from models.database import session_scope
 from models.lifecycle import (
@@ -109,17 +114,27 @@ async def project_worker(
     mail: MailCatcher,
     extra_workflows: list[type] | None = None,
     extra_activities: list[Callable[..., Any]] | None = None,
+    runtime: WorkloadRuntime | None = None,
 ) -> AsyncIterator[str]:
     ensure_users(engine, "alice", "bob")
     task_queue = "tq-" + uuid.uuid4().hex[:8]
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[ProjectWorkflow, *(extra_workflows or [])],
-        activities=[ProjectActivities(engine).record_project, mail.send_mail, *(extra_activities or [])],
-        activity_executor=ThreadPoolExecutor(max_workers=8),
-    ):
-        yield task_queue
+    # Projects keep a place in the runtime from activation to deletion: a local one here.
+    with tempfile.TemporaryDirectory(prefix="mlcp-projects-") as home:
+        environments = WorkloadActivities(runtime or LocalRuntime(Path(home)))
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[ProjectWorkflow, *(extra_workflows or [])],
+            activities=[
+                ProjectActivities(engine).record_project,
+                mail.send_mail,
+                environments.ensure_project_environment,
+                environments.delete_project_environment,
+                *(extra_activities or []),
+            ],
+            activity_executor=ThreadPoolExecutor(max_workers=8),
+        ):
+            yield task_queue
 
 
 async def start_project(
@@ -129,12 +144,13 @@ async def start_project(
     timings: LifecycleTimings = TIMINGS,
     max_history_events: int = 10_000,
 ) -> WorkflowHandle[ProjectWorkflow, object]:
-    return await client.start_workflow(
+    handle = await client.start_workflow(
         ProjectWorkflow.run,
         ProjectWorkflowInput(state=state, timings=timings, max_history_events=max_history_events),
         id=workflow_id(state.id),
         task_queue=task_queue,
     )
+    return handle
 
 
 async def start_workload(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -90,7 +90,16 @@ async def rejected_type(
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update(update, arg)
     await env.sleep(timedelta(seconds=1))
+    await handle.query("view")  # a full round trip through the worker before the next update
     return failure_type(refused.value)
+
+
+async def completed(handle: WorkflowHandle[Any, Any]) -> None:
+    for _ in range(100):
+        if (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} did not complete")
 
 
 async def approve(handle: WorkflowHandle[Any, Any], application_id: str) -> Application:
@@ -209,7 +218,10 @@ async def test_extension_during_grace_returns_to_active(
         view = await handle.query(ProjectWorkflow.view)
         assert view.state.status == ProjectStatus.grace
         assert status_in_db(engine, state.id) == "grace"
-        assert await workload.result() == "grace"  # deleted through its own workflow
+        # Deleted through its own workflow. (Awaiting its result would let the test server skip time
+        # to the end of grace, so poll its description instead.)
+        await completed(workload)
+        assert await workload.query(FakeWorkloadWorkflow.shutdown_reason_query) == "grace"
         assert view.state.ledger == [] or (await handle.query(ProjectWorkflow.quota_panel)).in_flight.gpu == 0
         _, late = await start_workload(env.client, tq, state.id, "c2", gpu=1)
         assert await rejected_type(env, handle, ProjectWorkflow.admit, late) == "Conflict"
