@@ -141,6 +141,7 @@ class ProjectState(BaseModel):
     reminder_sent_for: datetime | None = None
     expiry_notice_for: datetime | None = None
     grace_ends_at: datetime | None = None
+    environment_quota: Quota | None = None  # what the runtime's project environment was last given
     delete_requested_by: str | None = None
     delete_code: str
     version: int = 0

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.projects import ProjectActivities
+    from activities.workloads import WorkloadActivities
     from models.lifecycle import (
         WORKLOAD_ADMITTED_SIGNAL,
         WORKLOAD_SHUTDOWN_SIGNAL,
@@ -40,12 +41,15 @@ with workflow.unsafe.imports_passed_through():
         WorkloadEvent,
     )
     from models.mail import MailMessage
+    from models.workloads import ProjectEnvironment
     from workflows import project_mail, search_attributes
     from workflows.ledger import QuotaLedger
 
 TERMINAL = {ProjectStatus.rejected, ProjectStatus.withdrawn, ProjectStatus.deleted}
 LIVE = {ProjectStatus.approved, ProjectStatus.active, ProjectStatus.grace}
 RECORD_TIMEOUT = timedelta(seconds=30)
+ENVIRONMENT_TIMEOUT = timedelta(minutes=2)
+WITH_ENVIRONMENT = {ProjectStatus.active, ProjectStatus.grace}
 MAIL_TIMEOUT = timedelta(minutes=1)
 MAIL_RETRY = RetryPolicy(maximum_attempts=20, maximum_interval=timedelta(minutes=10))
 
@@ -158,6 +162,12 @@ class ProjectWorkflow:
             workflow.logger.warning(
                 "workloads still registered after shutdown timeout: %s", [e.resource_id for e in state.ledger]
             )
+        await workflow.execute_activity_method(
+            WorkloadActivities.delete_project_environment,
+            state.id,
+            start_to_close_timeout=ENVIRONMENT_TIMEOUT,
+        )
+        state.environment_quota = None
         self._mail(project_mail.deleted(state, [m.user_id for m in state.details.members], reason))
         self._set_status(ProjectStatus.deleted)
         await self._flush()
@@ -169,6 +179,16 @@ class ProjectWorkflow:
     # ---- side effects, flushed by the main loop -----------------------------------------------
 
     async def _flush(self) -> None:
+        state = self._state
+        if state.status in WITH_ENVIRONMENT and state.environment_quota != state.quota:
+            # The namespace (and its ResourceQuota) exists from activation and follows quota changes.
+            await workflow.execute_activity_method(
+                WorkloadActivities.ensure_project_environment,
+                ProjectEnvironment(project_id=state.id, quota=state.quota),
+                start_to_close_timeout=ENVIRONMENT_TIMEOUT,
+            )
+            state.environment_quota = state.quota
+            self._touch()
         while self._outbox:
             message = self._outbox.pop(0)
             try:
