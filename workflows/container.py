@@ -41,7 +41,10 @@ PROJECT_WORKLOAD_RUNNING = "workload_running"
 KIND = "container"
 SHORT_TIMEOUT = timedelta(seconds=30)
 RUNTIME_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-HELD = {ContainerStatus.creating, ContainerStatus.running, ContainerStatus.failed}
+SHUTDOWN_MESSAGES = {
+    "grace": "the project's end date has passed (grace period)",
+    "deleting": "the project is being deleted",
+}
 
 
 def workflow_id(container_id: str) -> str:
@@ -95,11 +98,17 @@ class ContainerWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._record()
                 return state.status
-            if self._should_continue_as_new():
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                await self._record()
-                workflow.continue_as_new(self._input.model_copy(update={"resume": self._state}))
-            if self._stop_reason() is not None or state.status == ContainerStatus.deleting:
+            stopping = self._stop_reason() is not None or state.status == ContainerStatus.deleting
+            if not stopping and self._should_continue_as_new():
+                # A delete arriving meanwhile waits for the teardown, so it must not hold this up.
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or self._stop_reason() is not None
+                )
+                if self._stop_reason() is None:
+                    await self._record()
+                    workflow.continue_as_new(self._input.model_copy(update={"resume": self._state}))
+                continue
+            if stopping:
                 await self._tear_down()
             elif state.status == ContainerStatus.scheduled:
                 await self._start_when_due()
@@ -122,7 +131,7 @@ class ContainerWorkflow:
         if state.delete_requested_by:
             return f"deleted by {state.delete_requested_by}"
         if state.shutdown_reason:
-            return f"the project is {state.shutdown_reason}"
+            return SHUTDOWN_MESSAGES.get(state.shutdown_reason, f"the project is {state.shutdown_reason}")
         if state.end_at is not None and workflow.now() >= state.end_at:
             return "its end time has come"
         return None

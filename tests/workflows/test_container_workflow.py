@@ -30,7 +30,6 @@ from models.containers import (
 )
 from models.lifecycle import Decision, ProjectStatus, Quota, QuotaPanel
 from models.workloads import (
-    ProjectEnvironment,
     ResourceRequest,
     ServicePort,
     WorkloadKind,
@@ -70,7 +69,12 @@ async def container_worker(
         workloads.delete_workload,
     ]
     async with project_worker(
-        env.client, engine, MailCatcher(), extra_workflows=[ContainerWorkflow], extra_activities=activities
+        env.client,
+        engine,
+        MailCatcher(),
+        extra_workflows=[ContainerWorkflow],
+        extra_activities=activities,
+        runtime=runtime,
     ) as task_queue:
         yield task_queue
 
@@ -110,6 +114,8 @@ async def start_container(
     start_at: datetime | None = None,
     end_at: datetime | None = None,
     image: str = IMAGE,
+    timings: ContainerTimings = TIMINGS,
+    max_history_events: int = 10_000,
 ) -> ContainerHandle:
     container_id = "c" + uuid.uuid4().hex[:9]
     container = ContainerInput(
@@ -121,7 +127,8 @@ async def start_container(
         start_at=start_at,
         end_at=end_at,
         created_at=await env.get_current_time(),
-        timings=TIMINGS,
+        timings=timings,
+        max_history_events=max_history_events,
     )
     return await env.client.start_workflow(
         ContainerWorkflow.run, container, id=workflow_id(container_id), task_queue=task_queue
@@ -278,7 +285,7 @@ async def test_the_project_grace_period_deletes_its_containers_through_their_wor
 
         assert await handle.result() == ContainerStatus.deleted  # time skips to the project's end
         final = await handle.query(ContainerWorkflow.describe)
-        assert final.message == "the project is grace"
+        assert final.message == "the project's end date has passed (grace period)"
         assert (await project.query(ProjectWorkflow.view)).state.status == ProjectStatus.grace
         assert (await panel(project)).in_flight.gpu + (await panel(project)).in_use.gpu == 0
         assert runtime.status(project_id, WorkloadKind.container, running.id).state == WorkloadState.gone
@@ -294,8 +301,6 @@ async def test_a_failed_image_on_kubernetes_surfaces_and_keeps_the_reservation_u
     runtime = KubernetesRuntime(kube_double.api_client, sleep=lambda seconds: None)
     async with container_worker(env, engine, runtime) as tq:
         project, project_id = await active_project(env, tq)
-        # The project's place on the cluster belongs to the project's lifecycle; made here directly.
-        runtime.ensure_project(ProjectEnvironment(project_id=project_id, quota=QUOTA))
         handle = await start_container(env, tq, project_id, image="registry.example/broken:1")
         failed = await until(env, handle, is_(ContainerStatus.failed))
         assert failed.reason in {"ErrImagePull", "ImagePullBackOff"}
@@ -306,4 +311,33 @@ async def test_a_failed_image_on_kubernetes_surfaces_and_keeps_the_reservation_u
         await handle.execute_update(ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob"))
         assert await handle.result() == ContainerStatus.deleted
         assert runtime.status(project_id, WorkloadKind.container, failed.id).state == WorkloadState.gone
+        assert (await panel(project)).remaining.gpu == 2
+
+
+async def test_a_long_life_continues_as_new_and_keeps_its_state(
+    time_skipping_env: WorkflowEnvironment, engine: Engine, tmp_path: Path
+) -> None:
+    env, runtime = time_skipping_env, local_runtime(tmp_path)
+    async with container_worker(env, engine, runtime) as tq:
+        project, project_id = await active_project(env, tq)
+        end_at = await env.get_current_time() + timedelta(hours=6)
+        frequent = TIMINGS.model_copy(update={"check_interval": timedelta(minutes=10)})
+        handle = await start_container(
+            env, tq, project_id, end_at=end_at, timings=frequent, max_history_events=60
+        )
+        running = await until(env, handle, is_(ContainerStatus.running))
+        await env.sleep(timedelta(hours=3))
+        latest = env.client.get_workflow_handle(handle.id)
+        assert (await latest.describe()).run_id != handle.first_execution_run_id
+        carried = await latest.query(ContainerWorkflow.describe)
+        assert (carried.status, carried.registered, carried.running_reported) == (
+            ContainerStatus.running,
+            True,
+            True,
+        )
+        assert carried.endpoints == running.endpoints
+        assert (await panel(project)).in_use.gpu == 1
+
+        assert await handle.result() == ContainerStatus.deleted
+        assert row(engine, running.id).status == ContainerStatus.deleted
         assert (await panel(project)).remaining.gpu == 2
