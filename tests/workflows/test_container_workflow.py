@@ -5,19 +5,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.containers import ContainerAdmission, ContainerRecords
 from activities.gpu import GpuDevice
 from activities.kube import KubernetesRuntime
 from activities.local import LocalRuntime
+from activities.projects import ProjectActivities
 from activities.runtime import WorkloadRuntime
 from activities.workloads import WorkloadActivities
 from models.containers import (
@@ -38,7 +41,13 @@ from models.workloads import (
 )
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
-from tests.workflows.project_harness import MailCatcher, new_state, project_worker, start_project
+from tests.workflows.project_harness import (
+    MailCatcher,
+    ensure_users,
+    new_state,
+    project_worker,
+    start_project,
+)
 from workflows import search_attributes
 from workflows.container import ContainerWorkflow, workflow_id
 from workflows.project import ProjectWorkflow
@@ -259,6 +268,10 @@ async def test_a_container_beyond_the_free_quota_waits_in_line_and_starts_after_
         await second.execute_update(ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob"))
         assert await second.result() == ContainerStatus.deleted
 
+        # The richest path (queued, admitted, started, deleted) replays without nondeterminism.
+        replayer = Replayer(workflows=[ContainerWorkflow], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(await second.fetch_history())
+
 
 async def test_a_request_beyond_the_whole_quota_fails_without_a_reservation(
     time_skipping_env: WorkflowEnvironment, engine: Engine, tmp_path: Path
@@ -341,3 +354,32 @@ async def test_a_long_life_continues_as_new_and_keeps_its_state(
         assert await handle.result() == ContainerStatus.deleted
         assert row(engine, running.id).status == ContainerStatus.deleted
         assert (await panel(project)).remaining.gpu == 2
+
+
+def test_an_older_snapshot_never_overwrites_the_read_model(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    project = new_state(start=now, end=now + timedelta(days=1))
+    ensure_users(engine, "alice", "bob")
+    ProjectActivities(engine).record_project(project)
+    spec = container_spec(project.id, "c0ld", gpu=1)
+    newer = ContainerState(
+        id="c0ld",
+        project_id=project.id,
+        owner_id="bob",
+        owner="bob",
+        name=spec.name,
+        spec=spec,
+        created_at=now,
+        status=ContainerStatus.running,
+        version=3,
+    )
+    records = ContainerRecords(engine)
+    records.record_container(newer)
+    records.record_container(newer.model_copy(update={"status": ContainerStatus.creating, "version": 2}))
+    kept = row(engine, "c0ld")
+    assert (kept.status, kept.version, kept.gpu, kept.ports) == (
+        ContainerStatus.running,
+        3,
+        1,
+        [{"name": "jupyter", "port": 8888}],
+    )
