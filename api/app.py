@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from api.errors import install_error_handlers
 from api.request_context import RequestIdMiddleware
-from api.routers import applications, auth, catalog, health, mail, projects, system, users
+from api.routers import applications, auth, catalog, containers, health, mail, projects, system, users
 from api.temporal import TemporalConnector
 from config import Settings, get_settings
 from models.database import make_engine
@@ -22,6 +22,7 @@ ROUTERS = [
     users.router,
     catalog.router,
     projects.router,
+    containers.router,
     applications.router,
     mail.router,
     system.router,

@@ -1,0 +1,350 @@
+"""Containers (manual 5.4.1-5.4.3): create, list, detail with events and logs, delete one or several."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import warnings
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities.runtime import runtime_from_settings
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError, conflict, forbidden, invalid, not_found
+from api.project_access import require_member, role_in, visible_project
+from api.temporal import run_update
+from models.accounts import PlatformRole, User
+from models.base import Page, new_id, utcnow
+from models.catalog import GpuModel, Spec
+from models.containers import (
+    Container,
+    ContainerCreate,
+    ContainerDelete,
+    ContainerDeleteResult,
+    ContainerDeleteResults,
+    ContainerDetail,
+    ContainerIds,
+    ContainerInput,
+    ContainerPublic,
+    ContainerStatus,
+    EndpointPublic,
+)
+from models.lifecycle import MemberRole, ProjectStatus
+from models.projects import ProjectMember
+from models.workloads import (
+    STANDARD_PORTS,
+    Credentials,
+    ResourceRequest,
+    ServicePort,
+    WorkloadKind,
+    WorkloadSpec,
+)
+from workflows import search_attributes
+from workflows.container import ContainerWorkflow, workflow_id
+
+router = APIRouter(prefix="/api/v1/projects/{project_id}/containers", tags=["containers"])
+
+# The workflow writes the row as its first step; a busy worker may take a moment.
+ROW_WAIT = timedelta(seconds=10)
+ROW_POLL_SECONDS = 0.1
+
+
+def hash_password(password: str) -> str:
+    """SHA-512 crypt, what `chpasswd -e` takes inside the container."""
+    with warnings.catch_warnings():
+        # crypt is deprecated from 3.11 on, yet it is the standard library's only SHA-512 crypt.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+def _container_id(user_id: str, project_id: str, idempotency_key: str | None) -> str:
+    """A retried create with the same Idempotency-Key reaches the same container, never a second one."""
+    if not idempotency_key:
+        return new_id()
+    return "c" + hashlib.sha256(f"{user_id}:{project_id}:{idempotency_key}".encode()).hexdigest()[:9]
+
+
+def _endpoint(raw: dict[str, object]) -> EndpointPublic:
+    name, host = str(raw["name"]), str(raw["host"])
+    node_port, inner_port = raw.get("node_port"), raw["port"]
+    port = int(str(node_port if node_port is not None else inner_port))
+    connect = f"ssh root@{host} -p {port}" if name == "ssh" else f"http://{host}:{port}/"
+    return EndpointPublic(name=name, host=host, port=port, connect=connect)
+
+
+def to_public(row: Container) -> ContainerPublic:
+    return ContainerPublic(
+        id=row.id,
+        project_id=row.project_id,
+        owner=row.owner,
+        name=row.name,
+        spec_id=row.spec_id,
+        image=row.image,
+        gpu=row.gpu,
+        gpu_model=row.gpu_model,
+        vcpu=row.vcpu,
+        ram_gb=row.ram_gb,
+        shm_gb=row.shm_gb,
+        services=[str(port["name"]) for port in row.ports],
+        status=row.status,
+        reason=row.reason,
+        message=row.message,
+        queue_position=row.queue_position,
+        endpoints=[_endpoint(raw) for raw in row.endpoints],
+        start_at=row.start_at,
+        end_at=row.end_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _sees_all(members: list[ProjectMember], user: User) -> bool:
+    return user.role == PlatformRole.admin or role_in(members, user) == MemberRole.admin
+
+
+def _readable_container(
+    session: Session, project_id: str, container_id: str, user: User
+) -> tuple[Container, list[ProjectMember]]:
+    """Owners and project admins see a container; to other members it does not exist."""
+    _, members = visible_project(session, project_id, user)
+    row = session.get(Container, container_id)
+    if row is None or row.project_id != project_id:
+        raise not_found("container", container_id)
+    if row.owner_id != user.id and not _sees_all(members, user):
+        raise not_found("container", container_id)
+    return row, members
+
+
+def _changeable_container(session: Session, project_id: str, container_id: str, user: User) -> Container:
+    row, members = _readable_container(session, project_id, container_id, user)
+    if row.owner_id != user.id and role_in(members, user) != MemberRole.admin:
+        raise forbidden("only the container's owner and the project's admins may change it")
+    return row
+
+
+def _resources(session: Session, body: ContainerCreate) -> tuple[Spec, ResourceRequest]:
+    spec = session.get(Spec, body.spec_id)
+    if spec is None:
+        raise invalid("spec_id", f"no spec {body.spec_id!r}")
+    if not spec.is_active:
+        raise invalid("spec_id", f"spec {spec.name!r} is retired")
+    gpu_model = session.get(GpuModel, spec.gpu_model_id) if spec.gpu_model_id else None
+    return spec, ResourceRequest(
+        gpu=spec.gpu_count,
+        gpu_model=gpu_model.name if gpu_model else None,
+        vcpu=spec.vcpu,
+        ram_gb=spec.ram_gb,
+        shm_gb=body.shm_gb,
+    )
+
+
+def _credentials(body: ContainerCreate) -> Credentials:
+    if body.password is None and body.ssh_public_key is None:
+        raise invalid("password", "give a password, an ssh_public_key or both")
+    return Credentials(
+        password_hash=hash_password(body.password) if body.password is not None else None,
+        authorized_keys=[body.ssh_public_key.strip()] if body.ssh_public_key else [],
+    )
+
+
+def _duration(body: ContainerCreate) -> timedelta | None:
+    now = utcnow()
+    if body.start_at is not None and body.start_at <= now:
+        raise invalid("start_at", "must be in the future")
+    if body.end_at is not None and body.hours is not None:
+        raise invalid("hours", "give end_at or hours, not both")
+    begins = body.start_at or now
+    if body.end_at is not None and body.end_at <= begins:
+        raise invalid("end_at", "must come after the start")
+    return timedelta(hours=body.hours) if body.hours is not None else None
+
+
+async def _recorded_row(session: Session, container_id: str) -> Container | None:
+    deadline = asyncio.get_running_loop().time() + ROW_WAIT.total_seconds()
+    while True:
+        session.expire_all()
+        row = session.get(Container, container_id)
+        if row is not None or asyncio.get_running_loop().time() >= deadline:
+            return row
+        await asyncio.sleep(ROW_POLL_SECONDS)
+
+
+@router.post(
+    "",
+    response_model=ContainerPublic,
+    status_code=201,
+    description="Create a container (建立容器) in an active project you are a member of. Only a SHA-512 "
+    "crypt hash of the password is kept. Send an Idempotency-Key header to make retries safe.",
+)
+async def create_container(
+    project_id: str,
+    body: ContainerCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> ContainerPublic:
+    project, members = visible_project(session, project_id, user)
+    require_member(members, user, "create containers")
+    if project.status != ProjectStatus.active:
+        raise conflict(f"project {project_id} is {project.status}; containers need an active project")
+    duration = _duration(body)
+    spec, resources = _resources(session, body)
+    credentials = _credentials(body)
+    container_id = _container_id(user.id, project_id, idempotency_key)
+    now = utcnow()
+    end_at = body.end_at if duration is None else (body.start_at or now) + duration
+    workload = WorkloadSpec(
+        project_id=project_id,
+        resource_id=container_id,
+        kind=WorkloadKind.container,
+        owner=user.username,
+        name=body.name,
+        image=body.image,
+        resources=resources,
+        ports=[ServicePort(name=name, port=STANDARD_PORTS[name]) for name in body.services],
+        credentials=credentials,
+    )
+    request = ContainerInput(
+        id=container_id,
+        project_id=project_id,
+        owner_id=user.id,
+        owner=user.username,
+        spec=workload,
+        spec_id=spec.id,
+        start_at=body.start_at,
+        end_at=end_at,
+        created_at=now,
+    )
+    try:
+        await client.start_workflow(
+            ContainerWorkflow.run,
+            request,
+            id=workflow_id(container_id),
+            task_queue=settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search_attributes.PROJECT, project_id),
+                    SearchAttributePair(search_attributes.OWNER, user.username),
+                    SearchAttributePair(search_attributes.KIND, "container"),
+                    SearchAttributePair(search_attributes.STATUS, ContainerStatus.scheduled.value),
+                ]
+            ),
+            static_summary=f"Container “{body.name}” of {user.username} ({body.image})",
+        )
+    except WorkflowAlreadyStartedError:
+        if not idempotency_key:
+            raise  # fresh IDs never collide: this is a bug
+    row = await _recorded_row(session, container_id)
+    if row is None:
+        raise ApiError(
+            503, "unavailable", "the container was accepted but is not recorded yet; list it later"
+        )
+    return to_public(row)
+
+
+@router.get(
+    "",
+    response_model=Page[ContainerPublic],
+    description="Project admins see every member's containers, members their own. Deleted ones are "
+    "hidden unless status asks for them.",
+)
+def list_containers(
+    project_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    status: Annotated[list[ContainerStatus] | None, Query(description="Repeat to match several")] = None,
+    owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[ContainerPublic]:
+    _, members = visible_project(session, project_id, user)
+    statement = select(Container).where(Container.project_id == project_id)
+    if not _sees_all(members, user):
+        statement = statement.where(Container.owner_id == user.id)
+    if status:
+        statement = statement.where(col(Container.status).in_(status))
+    else:
+        statement = statement.where(Container.status != ContainerStatus.deleted)
+    if owner:
+        statement = statement.where(Container.owner == owner)
+    total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    rows = session.exec(
+        statement.order_by(col(Container.created_at).desc(), col(Container.id)).offset(offset).limit(limit)
+    ).all()
+    return Page(items=[to_public(row) for row in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{container_id}",
+    response_model=ContainerDetail,
+    description="Status, queue position, endpoints ready to copy, and the runtime's events and log tail.",
+)
+async def read_container(
+    project_id: str, container_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> ContainerDetail:
+    row, _ = _readable_container(session, project_id, container_id, user)
+    runtime = runtime_from_settings(settings)
+    events = await asyncio.to_thread(runtime.events, project_id, WorkloadKind.container, container_id)
+    log_tail = await asyncio.to_thread(runtime.logs, project_id, WorkloadKind.container, container_id, 200)
+    return ContainerDetail(**to_public(row).model_dump(), events=events, log_tail=log_tail)
+
+
+async def _delete(client: Client, row: Container, user: User) -> ContainerDeleteResult:
+    handle = client.get_workflow_handle_for(ContainerWorkflow.run, workflow_id(row.id))
+    state = await run_update(
+        handle,
+        ContainerWorkflow.delete,
+        ContainerDelete(user_id=user.id, username=user.username),
+        ended=f"container {row.id} is already deleted",
+    )
+    return ContainerDeleteResult(id=row.id, ok=True, status=state.status, message=state.message)
+
+
+@router.delete(
+    "/{container_id}",
+    response_model=ContainerDeleteResult,
+    status_code=202,
+    description="Delete a container (owner or project admin); it is gone once its status is deleted.",
+)
+async def delete_container(
+    project_id: str, container_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+) -> ContainerDeleteResult:
+    return await _delete(client, _changeable_container(session, project_id, container_id, user), user)
+
+
+@router.post(
+    "/delete",
+    response_model=ContainerDeleteResults,
+    description="Delete several containers; each is authorised on its own and reported by id.",
+)
+async def delete_containers(
+    project_id: str, body: ContainerIds, user: CurrentUser, session: SessionDep, client: TemporalDep
+) -> ContainerDeleteResults:
+    visible_project(session, project_id, user)
+
+    async def one(container_id: str) -> ContainerDeleteResult:
+        try:
+            return await _delete(client, _changeable_container(session, project_id, container_id, user), user)
+        except ApiError as exc:
+            return ContainerDeleteResult(id=container_id, ok=False, error=exc.code, message=exc.message)
+
+    return ContainerDeleteResults(
+        results=[await one(container_id) for container_id in dict.fromkeys(body.ids)]
+    )
