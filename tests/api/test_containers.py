@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.runtime import runtime_from_settings
 from config import Settings
+from models.base import utcnow
 from models.catalog import Spec
 from models.containers import Container
 from models.workloads import WorkloadKind, WorkloadState
@@ -53,10 +55,10 @@ def make_spec(engine: Engine, vcpu: float = 10, is_active: bool = True) -> str:
         return spec.id
 
 
-def container_body(spec_id: str, **overrides: Any) -> dict[str, Any]:
+def container_body(spec: str, **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": "train1",
-        "spec_id": spec_id,
+        "spec_id": spec,
         "image": "pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime",
         "password": PASSWORD,
         "ssh_public_key": SSH_KEY,
@@ -141,3 +143,104 @@ async def recorded_input(client: Client, container_id: str) -> str:
     history = await client.get_workflow_handle(f"container-{container_id}").fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     return "".join(payload.data.decode() for payload in started.input.payloads)
+
+
+async def test_validation_names_the_field(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+) -> None:
+    project = await active_project(platform, people)
+    spec_id, retired = make_spec(engine), make_spec(engine, is_active=False)
+    now = utcnow()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"name": "Train_1"}, "name"),
+        ({"name": ""}, "name"),
+        ({"spec_id": "missing"}, "spec_id"),
+        ({"spec_id": retired}, "spec_id"),
+        ({"image": ""}, "image"),
+        ({"password": "short"}, "password"),
+        ({"password": None, "ssh_public_key": None}, "password"),
+        ({"ssh_public_key": "not a key"}, "ssh_public_key"),
+        ({"services": ["ssh", "gopher"]}, "services"),
+        ({"shm_gb": 0}, "shm_gb"),
+        ({"start_at": (now - timedelta(hours=1)).isoformat()}, "start_at"),
+        ({"start_at": "2099-01-01T00:00:00"}, "start_at"),  # no time zone
+        ({"end_at": (now + timedelta(days=1)).isoformat()}, "hours"),  # both end_at and hours
+        ({"hours": None, "end_at": (now - timedelta(hours=1)).isoformat()}, "end_at"),
+        ({"hours": 0}, "hours"),
+    ]
+    for overrides, field in cases:
+        response = await platform.post(
+            containers_url(project["id"]), headers=people["bob"], json=container_body(spec_id, **overrides)
+        )
+        assert response.status_code == 422, (overrides, response.text)
+        assert response.json()["field"] == field, (overrides, response.json())
+        assert PASSWORD not in response.text
+    listed = await platform.get(containers_url(project["id"]), headers=people["alice"])
+    assert listed.json()["total"] == 0
+
+
+async def test_members_see_their_own_admins_see_all_outsiders_nothing(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+) -> None:
+    project = await active_project(platform, people)
+    spec_id = make_spec(engine, vcpu=1)
+    url = containers_url(project["id"])
+    bobs = await create(platform, people["bob"], project["id"], **container_body(spec_id, name="bob1"))
+    alices = await create(platform, people["alice"], project["id"], **container_body(spec_id, name="alice1"))
+
+    seen_by_bob = (await platform.get(url, headers=people["bob"])).json()
+    assert [c["id"] for c in seen_by_bob["items"]] == [bobs["id"]]
+    seen_by_alice = (await platform.get(url, headers=people["alice"])).json()
+    assert {c["id"] for c in seen_by_alice["items"]} == {bobs["id"], alices["id"]}
+    only_bob = (await platform.get(url, headers=people["alice"], params={"owner": "bob"})).json()
+    assert [c["id"] for c in only_bob["items"]] == [bobs["id"]]
+    paged = (await platform.get(url, headers=people["alice"], params={"limit": 1})).json()
+    assert (len(paged["items"]), paged["total"]) == (1, 2)
+
+    assert (await platform.get(f"{url}/{alices['id']}", headers=people["bob"])).status_code == 404
+    assert (await platform.delete(f"{url}/{alices['id']}", headers=people["bob"])).status_code == 404
+    assert (await platform.get(url, headers=people["carol"])).status_code == 404
+    assert (await platform.get(f"{url}/{bobs['id']}", headers=people["carol"])).status_code == 404
+    outsider_create = await platform.post(url, headers=people["carol"], json=container_body(spec_id))
+    assert outsider_create.status_code == 404
+
+    both = await platform.post(
+        f"{url}/delete", headers=people["bob"], json={"ids": [bobs["id"], alices["id"], "missing"]}
+    )
+    assert both.status_code == 200, both.text
+    results = {r["id"]: r for r in both.json()["results"]}
+    assert results[bobs["id"]]["ok"] is True
+    assert (results[alices["id"]]["ok"], results[alices["id"]]["error"]) == (False, "not_found")
+    assert results["missing"]["error"] == "not_found"
+    by_admin = await platform.post(f"{url}/delete", headers=people["alice"], json={"ids": [alices["id"]]})
+    assert by_admin.json()["results"][0]["ok"] is True
+
+
+async def test_a_container_beyond_the_quota_waits_and_starts_after_the_first_is_deleted(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+) -> None:
+    project = await active_project(platform, people)  # 16 vCPU
+    spec_id = make_spec(engine, vcpu=10)
+    first = await create(platform, people["bob"], project["id"], **container_body(spec_id, name="first"))
+    await wait_status(platform, people["bob"], project["id"], first["id"], "running")
+    second = await create(platform, people["bob"], project["id"], **container_body(spec_id, name="second"))
+    waiting = await wait_status(platform, people["bob"], project["id"], second["id"], "waiting")
+    assert waiting["queue_position"] == 1 and waiting["endpoints"] == []
+
+    url = containers_url(project["id"])
+    assert (await platform.delete(f"{url}/{first['id']}", headers=people["alice"])).status_code == 202
+    started = await wait_status(platform, people["bob"], project["id"], second["id"], "creating", "running")
+    assert started["queue_position"] is None
+
+
+async def test_an_idempotency_key_makes_a_retried_create_reach_the_same_container(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+) -> None:
+    project = await active_project(platform, people)
+    spec_id = make_spec(engine, vcpu=1)
+    url, key = containers_url(project["id"]), {"Idempotency-Key": "retry-1"}
+    first = await platform.post(url, headers=people["bob"] | key, json=container_body(spec_id))
+    again = await platform.post(url, headers=people["bob"] | key, json=container_body(spec_id))
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert first.json()["id"] == again.json()["id"]
+    assert (await platform.get(url, headers=people["bob"])).json()["total"] == 1
