@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -24,6 +25,7 @@ from workflows.project import ProjectWorkflow
 from workflows.system_check import SystemCheckWorkflow
 
 log = logging.getLogger("mlcp.worker")
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 WORKFLOWS: list[type] = [SystemCheckWorkflow, ProjectWorkflow, ContainerWorkflow]
 
@@ -61,6 +63,8 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=activities_for(settings, engine, client),
         activity_executor=executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity"),
+        # On shutdown, running activities finish instead of being interrupted mid-transaction.
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
 
 

@@ -37,6 +37,7 @@ from models.lifecycle import (
 )
 from models.mail import MailMessage, MailResult, MailStatus, MailTransport
 from tests.workflows.fake_workload import FakeWorkloadWorkflow
+from worker import GRACEFUL_SHUTDOWN
 from workflows.project import ProjectWorkflow, workflow_id
 
 TIMINGS = LifecycleTimings(
@@ -133,6 +134,7 @@ async def project_worker(
                 *(extra_activities or []),
             ],
             activity_executor=ThreadPoolExecutor(max_workers=8),
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         ):
             yield task_queue
 
