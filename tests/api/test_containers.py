@@ -92,6 +92,13 @@ async def wait_status(
     return seen
 
 
+async def delete_and_wait(api: httpx.AsyncClient, who: Headers, project_id: str, container_id: str) -> None:
+    """Tests leave no process behind on the local runtime."""
+    response = await api.delete(f"{containers_url(project_id)}/{container_id}", headers=who)
+    assert response.status_code == 202, response.text
+    await wait_status(api, who, project_id, container_id, "deleted")
+
+
 async def test_a_member_creates_a_running_container_and_deletes_it(
     platform: httpx.AsyncClient,
     people: dict[str, Headers],
@@ -214,6 +221,8 @@ async def test_members_see_their_own_admins_see_all_outsiders_nothing(
     assert results["missing"]["error"] == "not_found"
     by_admin = await platform.post(f"{url}/delete", headers=people["alice"], json={"ids": [alices["id"]]})
     assert by_admin.json()["results"][0]["ok"] is True
+    for container in (bobs, alices):
+        await wait_status(platform, people["alice"], project["id"], container["id"], "deleted")
 
 
 async def test_a_container_beyond_the_quota_waits_and_starts_after_the_first_is_deleted(
@@ -231,6 +240,7 @@ async def test_a_container_beyond_the_quota_waits_and_starts_after_the_first_is_
     assert (await platform.delete(f"{url}/{first['id']}", headers=people["alice"])).status_code == 202
     started = await wait_status(platform, people["bob"], project["id"], second["id"], "creating", "running")
     assert started["queue_position"] is None
+    await delete_and_wait(platform, people["bob"], project["id"], second["id"])
 
 
 async def test_an_idempotency_key_makes_a_retried_create_reach_the_same_container(
@@ -244,3 +254,4 @@ async def test_an_idempotency_key_makes_a_retried_create_reach_the_same_containe
     assert (first.status_code, again.status_code) == (201, 201), again.text
     assert first.json()["id"] == again.json()["id"]
     assert (await platform.get(url, headers=people["bob"])).json()["total"] == 1
+    await delete_and_wait(platform, people["bob"], project["id"], first.json()["id"])
