@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import warnings
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, NamedTuple
 
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import func
@@ -25,6 +25,7 @@ from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, conflict, forbidden, invalid, not_found
 from api.project_access import require_member, role_in, visible_project
 from api.temporal import run_update
+from config import Settings
 from models.accounts import PlatformRole, User
 from models.base import Page, new_id, utcnow
 from models.catalog import GpuModel, Spec
@@ -42,7 +43,7 @@ from models.containers import (
     EndpointPublic,
 )
 from models.lifecycle import MemberRole, ProjectStatus
-from models.projects import ProjectMember
+from models.projects import Project, ProjectMember
 from models.workloads import (
     STANDARD_PORTS,
     Credentials,
@@ -172,6 +173,85 @@ def _duration(body: ContainerCreate) -> timedelta | None:
     return timedelta(hours=body.hours) if body.hours is not None else None
 
 
+class Owner(NamedTuple):
+    id: str
+    username: str
+
+
+class Plan(NamedTuple):
+    """What a create body means once checked: the same for every container a batch makes."""
+
+    spec_id: str
+    resources: ResourceRequest
+    credentials: Credentials
+    end_at: datetime | None
+
+
+def _plan(session: Session, project: Project, body: ContainerCreate) -> Plan:
+    if project.status != ProjectStatus.active:
+        raise conflict(f"project {project.id} is {project.status}; containers need an active project")
+    duration = _duration(body)
+    spec, resources = _resources(session, body)
+    end_at = body.end_at if duration is None else (body.start_at or utcnow()) + duration
+    return Plan(spec_id=spec.id, resources=resources, credentials=_credentials(body), end_at=end_at)
+
+
+async def _start(
+    client: Client,
+    settings: Settings,
+    project_id: str,
+    owner: Owner,
+    name: str,
+    container_id: str,
+    body: ContainerCreate,
+    plan: Plan,
+) -> bool:
+    """Start the container's workflow; False when one with this ID exists already (a retried create)."""
+    workload = WorkloadSpec(
+        project_id=project_id,
+        resource_id=container_id,
+        kind=WorkloadKind.container,
+        owner=owner.username,
+        name=name,
+        image=body.image,
+        resources=plan.resources,
+        ports=[ServicePort(name=service, port=STANDARD_PORTS[service]) for service in body.services],
+        credentials=plan.credentials,
+    )
+    request = ContainerInput(
+        id=container_id,
+        project_id=project_id,
+        owner_id=owner.id,
+        owner=owner.username,
+        spec=workload,
+        spec_id=plan.spec_id,
+        start_at=body.start_at,
+        end_at=plan.end_at,
+        created_at=utcnow(),
+    )
+    try:
+        await client.start_workflow(
+            ContainerWorkflow.run,
+            request,
+            id=workflow_id(container_id),
+            task_queue=settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search_attributes.PROJECT, project_id),
+                    SearchAttributePair(search_attributes.OWNER, owner.username),
+                    SearchAttributePair(search_attributes.KIND, "container"),
+                    SearchAttributePair(search_attributes.STATUS, ContainerStatus.scheduled.value),
+                ]
+            ),
+            static_summary=f"Container “{name}” of {owner.username} ({body.image})",
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
 async def _recorded_row(session: Session, container_id: str) -> Container | None:
     deadline = asyncio.get_running_loop().time() + ROW_WAIT.total_seconds()
     while True:
@@ -200,57 +280,12 @@ async def create_container(
 ) -> ContainerPublic:
     project, members = visible_project(session, project_id, user)
     require_member(members, user, "create containers")
-    if project.status != ProjectStatus.active:
-        raise conflict(f"project {project_id} is {project.status}; containers need an active project")
-    duration = _duration(body)
-    spec, resources = _resources(session, body)
-    credentials = _credentials(body)
+    plan = _plan(session, project, body)
     container_id = _container_id(user.id, project_id, idempotency_key)
-    now = utcnow()
-    end_at = body.end_at if duration is None else (body.start_at or now) + duration
-    workload = WorkloadSpec(
-        project_id=project_id,
-        resource_id=container_id,
-        kind=WorkloadKind.container,
-        owner=user.username,
-        name=body.name,
-        image=body.image,
-        resources=resources,
-        ports=[ServicePort(name=name, port=STANDARD_PORTS[name]) for name in body.services],
-        credentials=credentials,
-    )
-    request = ContainerInput(
-        id=container_id,
-        project_id=project_id,
-        owner_id=user.id,
-        owner=user.username,
-        spec=workload,
-        spec_id=spec.id,
-        start_at=body.start_at,
-        end_at=end_at,
-        created_at=now,
-    )
-    try:
-        await client.start_workflow(
-            ContainerWorkflow.run,
-            request,
-            id=workflow_id(container_id),
-            task_queue=settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.PROJECT, project_id),
-                    SearchAttributePair(search_attributes.OWNER, user.username),
-                    SearchAttributePair(search_attributes.KIND, "container"),
-                    SearchAttributePair(search_attributes.STATUS, ContainerStatus.scheduled.value),
-                ]
-            ),
-            static_summary=f"Container “{body.name}” of {user.username} ({body.image})",
-        )
-    except WorkflowAlreadyStartedError:
-        if not idempotency_key:
-            raise  # fresh IDs never collide: this is a bug
+    owner = Owner(id=user.id, username=user.username)
+    started = await _start(client, settings, project_id, owner, body.name, container_id, body, plan)
+    if not started and not idempotency_key:
+        raise conflict(f"container {container_id} exists already")  # fresh IDs never collide
     row = await _recorded_row(session, container_id)
     if row is None:
         raise ApiError(
