@@ -142,6 +142,11 @@ class ContainerCreate(BaseModel):
         return services
 
 
+class ContainerBatchCreate(ContainerCreate):
+    members: list[str] = Field(min_length=1, max_length=100, description="Usernames; each owns theirs")
+    count_per_member: int = Field(1, ge=1, le=20)
+
+
 class EndpointPublic(BaseModel):
     name: str
     host: str

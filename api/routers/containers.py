@@ -23,7 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from activities.runtime import runtime_from_settings
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, conflict, forbidden, invalid, not_found
-from api.project_access import require_member, role_in, visible_project
+from api.project_access import require_member, require_project_admin, role_in, visible_project
 from api.temporal import run_update
 from config import Settings
 from models.accounts import PlatformRole, User
@@ -31,6 +31,7 @@ from models.base import Page, new_id, utcnow
 from models.catalog import GpuModel, Spec
 from models.containers import (
     Container,
+    ContainerBatchCreate,
     ContainerCreate,
     ContainerDelete,
     ContainerDeleteResult,
@@ -60,6 +61,7 @@ router = APIRouter(prefix="/api/v1/projects/{project_id}/containers", tags=["con
 # The workflow writes the row as its first step; a busy worker may take a moment.
 ROW_WAIT = timedelta(seconds=10)
 ROW_POLL_SECONDS = 0.1
+NAME_MAX = 40
 
 
 def hash_password(password: str) -> str:
@@ -292,6 +294,50 @@ async def create_container(
             503, "unavailable", "the container was accepted but is not recorded yet; list it later"
         )
     return to_public(row)
+
+
+@router.post(
+    "/batch",
+    response_model=list[ContainerPublic],
+    status_code=201,
+    description="Project admins create count_per_member containers for each listed member, named "
+    "<name>1, <name>2, ...; each is owned by its member. Idempotency-Key makes retries safe.",
+)
+async def create_containers_for_members(
+    project_id: str,
+    body: ContainerBatchCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> list[ContainerPublic]:
+    project, members = visible_project(session, project_id, user)
+    require_project_admin(members, user, "create containers for members")
+    by_name = {member.username: member for member in members}
+    for index, username in enumerate(body.members):
+        if username not in by_name:
+            raise invalid(f"members[{index}]", f"{username!r} is not a member of the project")
+    if len(set(body.members)) != len(body.members):
+        raise invalid("members", "a member is listed twice")
+    if len(body.name) + len(str(body.count_per_member)) > NAME_MAX:
+        raise invalid("name", f"with its number it must stay within {NAME_MAX} characters")
+    plan = _plan(session, project, body)
+    made: list[str] = []
+    for username in body.members:
+        owner = Owner(id=by_name[username].user_id, username=username)
+        for number in range(1, body.count_per_member + 1):
+            key = f"{idempotency_key}:{username}:{number}" if idempotency_key else None
+            container_id = _container_id(user.id, project_id, key)
+            name = f"{body.name}{number}"
+            if (
+                not await _start(client, settings, project_id, owner, name, container_id, body, plan)
+                and not key
+            ):
+                raise conflict(f"container {container_id} exists already")
+            made.append(container_id)
+    rows = [await _recorded_row(session, container_id) for container_id in made]
+    return [to_public(row) for row in rows if row is not None]
 
 
 @router.get(

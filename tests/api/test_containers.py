@@ -255,3 +255,35 @@ async def test_an_idempotency_key_makes_a_retried_create_reach_the_same_containe
     assert first.json()["id"] == again.json()["id"]
     assert (await platform.get(url, headers=people["bob"])).json()["total"] == 1
     await delete_and_wait(platform, people["bob"], project["id"], first.json()["id"])
+
+
+async def test_a_project_admin_creates_numbered_containers_for_members(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+) -> None:
+    project = await active_project(platform, people)
+    spec_id = make_spec(engine, vcpu=1)
+    url = containers_url(project["id"])
+    batch = container_body(spec_id, name="lab", members=["bob", "alice"], count_per_member=2)
+    refused = await platform.post(f"{url}/batch", headers=people["bob"], json=batch)
+    assert refused.status_code == 403, refused.text
+    outsider = await platform.post(
+        f"{url}/batch", headers=people["alice"], json=batch | {"members": ["carol"]}
+    )
+    assert (outsider.status_code, outsider.json()["field"]) == (422, "members[0]")
+
+    made = await platform.post(f"{url}/batch", headers=people["alice"], json=batch)
+    assert made.status_code == 201, made.text
+    assert sorted((c["owner"], c["name"]) for c in made.json()) == [
+        ("alice", "lab1"),
+        ("alice", "lab2"),
+        ("bob", "lab1"),
+        ("bob", "lab2"),
+    ]
+    bobs = (await platform.get(url, headers=people["bob"])).json()
+    assert sorted(c["name"] for c in bobs["items"]) == ["lab1", "lab2"]
+
+    ids = [c["id"] for c in made.json()]
+    deleted = await platform.post(f"{url}/delete", headers=people["alice"], json={"ids": ids})
+    assert all(result["ok"] for result in deleted.json()["results"]), deleted.text
+    for container_id in ids:
+        await wait_status(platform, people["alice"], project["id"], container_id, "deleted")
