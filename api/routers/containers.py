@@ -6,12 +6,12 @@ import asyncio
 import hashlib
 import warnings
 from datetime import datetime, timedelta
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import func
 from sqlmodel import Session, col, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -388,7 +388,7 @@ async def read_container(
 
 
 async def _delete(client: Client, row: Container, user: User) -> ContainerDeleteResult:
-    handle = client.get_workflow_handle_for(ContainerWorkflow.run, workflow_id(row.id))
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id(row.id))
     state = await run_update(
         handle,
         ContainerWorkflow.delete,
