@@ -52,17 +52,6 @@ class NoopWorkflow:
             await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=30))
 
 
-def kubeconfig_for(double: KubeDouble, folder: Path) -> Path:
-    path = folder / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: double\n"
-        f"clusters: [{{name: double, cluster: {{server: '{double.url}'}}}}]\n"
-        "users: [{name: nobody, user: {}}]\n"
-        "contexts: [{name: double, context: {cluster: double, user: nobody}}]\n"
-    )
-    return path
-
-
 async def wait_for(api: httpx.AsyncClient, path: str, headers: dict[str, str], status: str) -> None:
     while True:
         response = await api.get(path, headers=headers)
@@ -70,7 +59,7 @@ async def wait_for(api: httpx.AsyncClient, path: str, headers: dict[str, str], s
             return
         if response.status_code == 200 and response.json()["status"] == "failed":
             raise RuntimeError(f"{path} failed: {response.json()}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -85,7 +74,7 @@ async def platform_run(
         home=folder / "home",
         database_url=f"sqlite:///{folder / 'bench.db'}",
         runtime="kubernetes",
-        kubeconfig=str(kubeconfig_for(double, folder)),
+        kubeconfig=str(double.write_kubeconfig(folder / "kubeconfig")),
         temporal_task_queue="bench-" + uuid.uuid4().hex[:6],
         admin_password=ADMIN_PASSWORD,
     )
@@ -129,17 +118,18 @@ async def platform_run(
         async def lifecycle(index: int) -> None:
             async with gate:
                 started = time.perf_counter()
-                created = await api.post(
-                    base,
-                    headers=admin,
-                    json={
-                        "name": f"c{index}",
-                        "spec_id": spec.json()["id"],
-                        "image": "pytorch:latest",
-                        "password": "benchmark-pw",
-                        "services": ["ssh"],
-                    },
-                )
+                body = {
+                    "name": f"c{index}",
+                    "spec_id": spec.json()["id"],
+                    "image": "pytorch:latest",
+                    "password": "benchmark-pw",
+                    "services": ["ssh"],
+                }
+                # A 503 means "not recorded yet, retry"; the Idempotency-Key makes the retry safe.
+                retry_safe = {**admin, "Idempotency-Key": f"bench-{index}"}
+                created = await api.post(base, headers=retry_safe, json=body)
+                while created.status_code == 503:
+                    created = await api.post(base, headers=retry_safe, json=body)
                 created.raise_for_status()
                 path = f"{base}/{created.json()['id']}"
                 await wait_for(api, path, admin, "running")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -80,6 +81,16 @@ class KubeDouble:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig pointing at this double, for code that configures itself from one."""
+        path.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: double\n"
+            f"clusters: [{{name: double, cluster: {{server: '{self.url}'}}}}]\n"
+            "users: [{name: nobody, user: {}}]\n"
+            "contexts: [{name: double, context: {cluster: double, user: nobody}}]\n"
+        )
+        return path
 
     def configuration(self) -> client.Configuration:
         configuration = client.Configuration(host=self.url)
