@@ -75,6 +75,9 @@ class ProjectWorkflow:
         self._outbox: list[MailMessage] = []
         self._to_admit: list[LedgerEntry] = []
         self._to_shut_down: list[LedgerEntry] = []
+        # Ledger changes wake the main loop without a new read-model version: the read model holds no
+        # ledger, so a busy project must not write its row on every admit and release.
+        self._wakeups = 0
 
     # ---- main loop -------------------------------------------------------------------------
 
@@ -100,15 +103,17 @@ class ProjectWorkflow:
             wake_at = self._follow_the_clock(workflow.now())
             if self._state.status == ProjectStatus.deleting:
                 continue
-            version = self._state.version
+            version, wakeups = self._state.version, self._wakeups
             if self._outbox or self._to_admit or self._to_shut_down or self._recorded_version < version:
                 continue
             timeout = None if wake_at is None else max(wake_at - workflow.now(), timedelta(0))
-            await self._sleep_until_changed(version, wake_in=timeout)
+            await self._sleep_until_changed(version, wakeups, wake_in=timeout)
 
-    async def _sleep_until_changed(self, version: int, wake_in: timedelta | None) -> None:
+    async def _sleep_until_changed(self, version: int, wakeups: int, wake_in: timedelta | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._state.version != version, timeout=wake_in)
+            await workflow.wait_condition(
+                lambda: self._state.version != version or self._wakeups != wakeups, timeout=wake_in
+            )
 
     def _follow_the_clock(self, now: datetime) -> datetime | None:
         """Move the status to where the dates say; return when to look again."""
@@ -210,7 +215,9 @@ class ProjectWorkflow:
         if self._recorded_version < self._state.version:
             version = self._state.version
             await workflow.execute_activity_method(
-                ProjectActivities.record_project, self._state, start_to_close_timeout=RECORD_TIMEOUT
+                ProjectActivities.record_project,
+                self._state.model_copy(update={"ledger": []}),  # not in the read model; can be large
+                start_to_close_timeout=RECORD_TIMEOUT,
             )
             self._recorded_version = version
         workflow.set_current_details(self._details())
@@ -266,7 +273,7 @@ class ProjectWorkflow:
         if self._ledger.get(resource_id) is None:
             return
         self._to_admit.extend(self._ledger.release(resource_id, self._state.quota))
-        self._touch()
+        self._wakeups += 1
 
     async def _recorded(self) -> None:
         """Updates answer only once the read model shows their effect."""
@@ -424,7 +431,7 @@ class ProjectWorkflow:
     async def admit(self, request: AdmitRequest) -> AdmitResult:
         self.validate_admit(request)
         result = self._ledger.admit(request, self._state.quota, workflow.now())
-        self._touch()
+        self._wakeups += 1
         return result
 
     @admit.validator
@@ -453,7 +460,7 @@ class ProjectWorkflow:
     @workflow.signal
     def workload_running(self, event: WorkloadEvent) -> None:
         self._ledger.mark_running(event.resource_id)
-        self._touch()
+        self._wakeups += 1
 
     # ---- reads ------------------------------------------------------------------------------
 
