@@ -3,6 +3,7 @@
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
 from models.containers import Container
+from models.jobs import Job, JobLog
 from models.mail import MailRecord
 from models.projects import ApplicationRecord, Project, ProjectMember
 
@@ -11,6 +12,8 @@ __all__ = [
     "ApplicationRecord",
     "Container",
     "GpuModel",
+    "Job",
+    "JobLog",
     "MailRecord",
     "Project",
     "ProjectMember",
