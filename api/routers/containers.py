@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import warnings
 from datetime import datetime, timedelta
@@ -11,7 +12,7 @@ from typing import Annotated, Any, NamedTuple
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import func
 from sqlmodel import Session, col, select
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -58,10 +59,9 @@ from workflows.container import ContainerWorkflow, workflow_id
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/containers", tags=["containers"])
 
-# The workflow writes the row as its first step; a busy worker may take a moment.
-ROW_WAIT = timedelta(seconds=10)
-ROW_POLL_SECONDS = 0.1
 NAME_MAX = 40
+# The workflow records the row as its first step; longer than this means the worker or database is down.
+RECORD_WAIT = timedelta(seconds=30)
 
 
 def hash_password(password: str) -> str:
@@ -207,8 +207,12 @@ async def _start(
     container_id: str,
     body: ContainerCreate,
     plan: Plan,
-) -> bool:
-    """Start the container's workflow; False when one with this ID exists already (a retried create)."""
+) -> None:
+    """Start the container's workflow and return once its row is recorded.
+
+    A retried create (same Idempotency-Key, so the same ID) joins the running workflow instead; one that
+    has finished already was recorded long ago.
+    """
     workload = WorkloadSpec(
         project_id=project_id,
         resource_id=container_id,
@@ -231,37 +235,46 @@ async def _start(
         end_at=plan.end_at,
         created_at=utcnow(),
     )
+    start = WithStartWorkflowOperation(
+        ContainerWorkflow.run,
+        request,
+        id=workflow_id(container_id),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(search_attributes.PROJECT, project_id),
+                SearchAttributePair(search_attributes.OWNER, owner.username),
+                SearchAttributePair(search_attributes.KIND, "container"),
+                SearchAttributePair(search_attributes.STATUS, ContainerStatus.scheduled.value),
+            ]
+        ),
+        static_summary=f"Container “{name}” of {owner.username} ({body.image})",
+    )
     try:
-        await client.start_workflow(
-            ContainerWorkflow.run,
-            request,
-            id=workflow_id(container_id),
-            task_queue=settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.PROJECT, project_id),
-                    SearchAttributePair(search_attributes.OWNER, owner.username),
-                    SearchAttributePair(search_attributes.KIND, "container"),
-                    SearchAttributePair(search_attributes.STATUS, ContainerStatus.scheduled.value),
-                ]
-            ),
-            static_summary=f"Container “{name}” of {owner.username} ({body.image})",
-        )
+        async with asyncio.timeout(RECORD_WAIT.total_seconds()):
+            await client.execute_update_with_start_workflow(
+                ContainerWorkflow.recorded, start_workflow_operation=start
+            )
     except WorkflowAlreadyStartedError:
-        return False
-    return True
+        # Finished long ago, so recorded. Collect the operation's own copy of the error too.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()
+    except TimeoutError as exc:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"container {container_id} was accepted but is not recorded yet; list it later",
+        ) from exc
 
 
-async def _recorded_row(session: Session, container_id: str) -> Container | None:
-    deadline = asyncio.get_running_loop().time() + ROW_WAIT.total_seconds()
-    while True:
-        session.expire_all()
-        row = session.get(Container, container_id)
-        if row is not None or asyncio.get_running_loop().time() >= deadline:
-            return row
-        await asyncio.sleep(ROW_POLL_SECONDS)
+def _recorded_row(session: Session, container_id: str) -> Container:
+    session.expire_all()
+    row = session.get(Container, container_id)
+    if row is None:  # the workflow records before it answers: only a lost row gets here
+        raise ApiError(500, "internal_error", f"container {container_id} started but has no record")
+    return row
 
 
 @router.post(
@@ -285,15 +298,8 @@ async def create_container(
     plan = _plan(session, project, body)
     container_id = _container_id(user.id, project_id, idempotency_key)
     owner = Owner(id=user.id, username=user.username)
-    started = await _start(client, settings, project_id, owner, body.name, container_id, body, plan)
-    if not started and not idempotency_key:
-        raise conflict(f"container {container_id} exists already")  # fresh IDs never collide
-    row = await _recorded_row(session, container_id)
-    if row is None:
-        raise ApiError(
-            503, "unavailable", "the container was accepted but is not recorded yet; list it later"
-        )
-    return to_public(row)
+    await _start(client, settings, project_id, owner, body.name, container_id, body, plan)
+    return to_public(_recorded_row(session, container_id))
 
 
 @router.post(
@@ -324,20 +330,17 @@ async def create_containers_for_members(
         raise invalid("name", f"with its number it must stay within {NAME_MAX} characters")
     plan = _plan(session, project, body)
     made: list[str] = []
+    starts = []
     for username in body.members:
         owner = Owner(id=by_name[username].user_id, username=username)
         for number in range(1, body.count_per_member + 1):
             key = f"{idempotency_key}:{username}:{number}" if idempotency_key else None
             container_id = _container_id(user.id, project_id, key)
             name = f"{body.name}{number}"
-            if (
-                not await _start(client, settings, project_id, owner, name, container_id, body, plan)
-                and not key
-            ):
-                raise conflict(f"container {container_id} exists already")
+            starts.append(_start(client, settings, project_id, owner, name, container_id, body, plan))
             made.append(container_id)
-    rows = [await _recorded_row(session, container_id) for container_id in made]
-    return [to_public(row) for row in rows if row is not None]
+    await asyncio.gather(*starts)
+    return [to_public(_recorded_row(session, container_id)) for container_id in made]
 
 
 @router.get(

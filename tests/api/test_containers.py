@@ -255,6 +255,13 @@ async def test_an_idempotency_key_makes_a_retried_create_reach_the_same_containe
     assert first.json()["id"] == again.json()["id"]
     assert (await platform.get(url, headers=people["bob"])).json()["total"] == 1
     await delete_and_wait(platform, people["bob"], project["id"], first.json()["id"])
+    # A retry arriving after the container's whole life still names it, and starts nothing new.
+    late = await platform.post(url, headers=people["bob"] | key, json=container_body(spec_id))
+    assert (late.status_code, late.json()["id"], late.json()["status"]) == (
+        201,
+        first.json()["id"],
+        "deleted",
+    )
 
 
 async def test_a_project_admin_creates_numbered_containers_for_members(
