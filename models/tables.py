@@ -3,9 +3,11 @@
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
 from models.containers import Container
+from models.job_templates import JobTemplate
 from models.jobs import Job, JobLog
 from models.mail import MailRecord
 from models.projects import ApplicationRecord, Project, ProjectMember
+from models.schedules import Schedule, ScheduleRun
 
 __all__ = [
     "ApiToken",
@@ -14,10 +16,13 @@ __all__ = [
     "GpuModel",
     "Job",
     "JobLog",
+    "JobTemplate",
     "MailRecord",
     "Project",
     "ProjectMember",
     "Purpose",
+    "Schedule",
+    "ScheduleRun",
     "Spec",
     "User",
 ]
