@@ -11,7 +11,19 @@ from temporalio.client import Client
 
 from api.errors import install_error_handlers
 from api.request_context import RequestIdMiddleware
-from api.routers import applications, auth, catalog, containers, health, mail, projects, system, users
+from api.routers import (
+    applications,
+    auth,
+    catalog,
+    containers,
+    health,
+    job_templates,
+    mail,
+    projects,
+    schedules,
+    system,
+    users,
+)
 from api.temporal import TemporalConnector
 from config import Settings, get_settings
 from models.database import make_engine
@@ -23,6 +35,8 @@ ROUTERS = [
     catalog.router,
     projects.router,
     containers.router,
+    job_templates.router,
+    schedules.router,
     applications.router,
     mail.router,
     system.router,

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -195,7 +195,9 @@ class ScheduleCreate(BaseModel):
 
 class ScheduleUpdate(BaseModel):
     """Fields left out stay as they are; an explicit null clears start_at, end_at or template_id.
-    The name cannot change (manual 5.5.2)."""
+    The name cannot change (manual 5.5.2), so sending one is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
     description: str | None = Field(None, max_length=2000)
     time_zone: str | None = Field(None, max_length=64)
