@@ -35,6 +35,16 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
+def release_connection(session: Session) -> None:
+    """Give the session's connection back to the pool before awaiting the workflow engine.
+
+    A session holds its connection until its transaction ends, and a wait on a workflow can be long: under
+    load, requests parked on Temporal would otherwise drain the pool that activities need. Loaded rows stay
+    readable, and the session opens a new transaction if used again.
+    """
+    session.close()
+
+
 async def get_temporal(request: Request) -> Client:
     client: Client | None = await request.app.state.temporal.get()
     if client is None:

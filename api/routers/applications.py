@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.deps import AdminUser, CurrentUser, SessionDep, TemporalDep
+from api.deps import AdminUser, CurrentUser, SessionDep, TemporalDep, release_connection
 from api.errors import not_found
 from api.project_access import ended, project_handle
 from api.temporal import run_update
@@ -90,11 +90,10 @@ async def withdraw(
 ) -> ApplicationPublic:
     record = _visible(session, application_id, user)
     withdrawal = Withdrawal(application_id=application_id, user_id=user.id)
+    ended = _ended(session, record)
+    release_connection(session)
     await run_update(
-        project_handle(client, record.project_id),
-        ProjectWorkflow.withdraw,
-        withdrawal,
-        ended=_ended(session, record),
+        project_handle(client, record.project_id), ProjectWorkflow.withdraw, withdrawal, ended=ended
     )
     return await _refresh(session, application_id)
 
@@ -106,12 +105,9 @@ async def _decide(
     decision = Decision(
         application_id=application_id, approve=approve, admin_id=admin.id, admin=admin.username, reason=reason
     )
-    await run_update(
-        project_handle(client, record.project_id),
-        ProjectWorkflow.decide,
-        decision,
-        ended=_ended(session, record),
-    )
+    ended = _ended(session, record)
+    release_connection(session)
+    await run_update(project_handle(client, record.project_id), ProjectWorkflow.decide, decision, ended=ended)
     return await _refresh(session, application_id)
 
 

@@ -22,7 +22,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.runtime import runtime_from_settings
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
 from api.errors import ApiError, conflict, forbidden, invalid, not_found
 from api.project_access import require_member, require_project_admin, role_in, visible_project
 from api.temporal import run_update
@@ -298,6 +298,7 @@ async def create_container(
     plan = _plan(session, project, body)
     container_id = _container_id(user.id, project_id, idempotency_key)
     owner = Owner(id=user.id, username=user.username)
+    release_connection(session)
     await _start(client, settings, project_id, owner, body.name, container_id, body, plan)
     return to_public(_recorded_row(session, container_id))
 
@@ -339,6 +340,7 @@ async def create_containers_for_members(
             name = f"{body.name}{number}"
             starts.append(_start(client, settings, project_id, owner, name, container_id, body, plan))
             made.append(container_id)
+    release_connection(session)
     await asyncio.gather(*starts)
     return [to_public(_recorded_row(session, container_id)) for container_id in made]
 
@@ -390,8 +392,9 @@ async def read_container(
     return ContainerDetail(**to_public(row).model_dump(), events=events, log_tail=log_tail)
 
 
-async def _delete(client: Client, row: Container, user: User) -> ContainerDeleteResult:
+async def _delete(client: Client, session: Session, row: Container, user: User) -> ContainerDeleteResult:
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id(row.id))
+    release_connection(session)
     state = await run_update(
         handle,
         ContainerWorkflow.delete,
@@ -410,7 +413,9 @@ async def _delete(client: Client, row: Container, user: User) -> ContainerDelete
 async def delete_container(
     project_id: str, container_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> ContainerDeleteResult:
-    return await _delete(client, _changeable_container(session, project_id, container_id, user), user)
+    return await _delete(
+        client, session, _changeable_container(session, project_id, container_id, user), user
+    )
 
 
 @router.post(
@@ -425,7 +430,9 @@ async def delete_containers(
 
     async def one(container_id: str) -> ContainerDeleteResult:
         try:
-            return await _delete(client, _changeable_container(session, project_id, container_id, user), user)
+            return await _delete(
+                client, session, _changeable_container(session, project_id, container_id, user), user
+            )
         except ApiError as exc:
             return ContainerDeleteResult(id=container_id, ok=False, error=exc.code, message=exc.message)
 

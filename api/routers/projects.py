@@ -14,7 +14,7 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
 from api.errors import ApiError
 from api.project_access import (
     ended,
@@ -152,6 +152,7 @@ async def apply_for_project(
         static_summary=f"Project “{body.name}” applied for by {user.username}",
     )
     # Answers once the workflow has written the read model, so the project is listed at once.
+    release_connection(session)
     await client.execute_update_with_start_workflow(ProjectWorkflow.synced, start_workflow_operation=start)
     project, project_members = visible_project(session, project_id, user)
     return to_public(project, project_members, user)
@@ -199,6 +200,7 @@ async def read_project(
 ) -> ProjectDetail:
     project, members = visible_project(session, project_id, user)
     detail = ProjectDetail(**to_public(project, members, user).model_dump())
+    release_connection(session)
     try:
         detail.quota_panel = await project_handle(client, project_id).query(ProjectWorkflow.quota_panel)
     except RPCError:
@@ -225,6 +227,7 @@ async def edit_project(
     edit = ProjectEdit(
         name=body.name, description=body.description, members=new_members, edited_by=user.username
     )
+    release_connection(session)
     await run_update(project_handle(client, project_id), ProjectWorkflow.edit, edit, ended=ended(project))
     session.expire_all()
     project, members = visible_project(session, project_id, user)
@@ -249,6 +252,7 @@ async def delete_project(
     request = DeleteRequest(
         user_id=user.id, username=user.username, confirmation_code=confirmation_code.upper()
     )
+    release_connection(session)
     await run_update(
         project_handle(client, project_id), ProjectWorkflow.request_delete, request, ended=ended(project)
     )
@@ -259,6 +263,7 @@ async def _apply(
     project_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep, application: Application
 ) -> ApplicationPublic:
     project, _ = visible_project(session, project_id, user)
+    release_connection(session)
     created = await run_update(
         project_handle(client, project_id), ProjectWorkflow.apply, application, ended=ended(project)
     )
