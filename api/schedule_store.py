@@ -18,6 +18,7 @@ from temporalio import client as temporal
 from temporalio.client import Client, ScheduleDescription, ScheduleHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.deps import release_connection
 from api.errors import ApiError, conflict, invalid, not_found
 from api.schedule_specs import (
     parse_trigger,
@@ -94,6 +95,7 @@ async def create_schedule(
         template_id=body.template_id,
         concurrency=body.concurrency,
     )
+    release_connection(session)
     handle = await client.create_schedule(
         schedule_id(row.id),
         temporal_schedule(row, task_queue),
@@ -142,6 +144,7 @@ async def _apply(
     current = {name: getattr(row, name) for name in Schedule.model_fields}
     before, after = Schedule(**current), Schedule(**(current | values))
     handle = handle_of(client, row)
+    release_connection(session)
     await _replace(handle, temporal_schedule(after, task_queue))
     try:
         for field, value in values.items():
@@ -169,6 +172,7 @@ async def set_paused(
 
 
 async def delete_schedule(session: Session, client: Client, row: Schedule) -> None:
+    release_connection(session)
     await _delete_temporal(handle_of(client, row))
     session.delete(row)
     session.commit()
@@ -197,7 +201,11 @@ async def _delete_temporal(handle: ScheduleHandle) -> None:
 # ---- reading ------------------------------------------------------------------------------------
 
 
-async def describe(client: Client, rows: Sequence[Schedule]) -> dict[str, ScheduleDescription | None]:
+async def describe(
+    session: Session, client: Client, rows: Sequence[Schedule]
+) -> dict[str, ScheduleDescription | None]:
+    """Temporal's view of each schedule: pause state, next and recent runs; None where it has none."""
+
     async def one(row: Schedule) -> ScheduleDescription | None:
         try:
             return await handle_of(client, row).describe()
@@ -206,6 +214,7 @@ async def describe(client: Client, rows: Sequence[Schedule]) -> dict[str, Schedu
                 return None
             raise
 
+    release_connection(session)
     found = await asyncio.gather(*(one(row) for row in rows))
     return {row.id: description for row, description in zip(rows, found, strict=True)}
 
@@ -254,6 +263,10 @@ def to_public(session: Session, row: Schedule, description: ScheduleDescription 
     )
 
 
+async def public(session: Session, client: Client, row: Schedule) -> SchedulePublic:
+    return to_public(session, row, (await describe(session, client, [row]))[row.id])
+
+
 def readable_schedule(session: Session, project_id: str, schedule_id_: str) -> Schedule:
     row = session.get(Schedule, schedule_id_)
     if row is None or row.project_id != project_id:
@@ -269,7 +282,7 @@ async def upcoming_jobs(
     if owner_id is not None:
         statement = statement.where(Schedule.owner_id == owner_id)
     rows = session.exec(statement.order_by(col(Schedule.name))).all()
-    descriptions = await describe(client, rows)
+    descriptions = await describe(session, client, rows)
     upcoming = []
     for row in rows:
         description = descriptions[row.id]

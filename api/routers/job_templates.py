@@ -17,8 +17,7 @@ from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import conflict, forbidden, invalid, not_found
 from api.project_access import require_member, role_in, visible_project
 from api.routers.schedules import changeable_schedule
-from api.schedule_store import create_schedule, describe, update_schedule
-from api.schedule_store import to_public as schedule_public
+from api.schedule_store import create_schedule, public, update_schedule
 from models.accounts import User
 from models.base import Page, utcnow
 from models.catalog import Spec
@@ -214,4 +213,4 @@ async def schedule_template(
         changes = body.changes or ScheduleUpdate()
         attach = changes.model_copy(update={"template_id": template.id})
         row = await update_schedule(session, client, queue, row, attach)
-    return schedule_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)

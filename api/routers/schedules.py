@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
 from api.errors import conflict, forbidden, not_found
 from api.project_access import require_member, role_in, visible_project
 from api.schedule_store import (
@@ -22,6 +22,7 @@ from api.schedule_store import (
     delete_schedule,
     describe,
     handle_of,
+    public,
     readable_schedule,
     require_active,
     set_paused,
@@ -83,7 +84,7 @@ async def create(
     project, members = visible_project(session, project_id, user)
     require_member(members, user, "create schedules")
     row = await create_schedule(session, client, settings.temporal_task_queue, project, user, body)
-    return to_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)
 
 
 @router.get(
@@ -111,7 +112,7 @@ async def list_schedules(
     rows = session.exec(
         statement.order_by(col(Schedule.created_at).desc(), col(Schedule.id)).offset(offset).limit(limit)
     ).all()
-    descriptions = await describe(client, rows)
+    descriptions = await describe(session, client, rows)
     items = [to_public(session, row, descriptions[row.id]) for row in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)
 
@@ -121,7 +122,7 @@ async def read_schedule(
     project_id: str, schedule_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> SchedulePublic:
     row, _ = _readable(session, project_id, schedule_id, user)
-    return to_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)
 
 
 @router.patch(
@@ -141,7 +142,7 @@ async def edit_schedule(
 ) -> SchedulePublic:
     row = changeable_schedule(session, project_id, schedule_id, user)
     row = await update_schedule(session, client, settings.temporal_task_queue, row, body)
-    return to_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)
 
 
 @router.post("/{schedule_id}/pause", response_model=SchedulePublic)
@@ -157,7 +158,7 @@ async def pause_schedule(
     row = changeable_schedule(session, project_id, schedule_id, user)
     note = (body.note if body else "") or f"paused by {user.username}"
     row = await set_paused(session, client, settings.temporal_task_queue, row, True, note)
-    return to_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)
 
 
 @router.post(
@@ -179,7 +180,7 @@ async def resume_schedule(
     if row.template_id is None:
         raise conflict("attach a job template first (PATCH template_id)", field="template_id")
     row = await set_paused(session, client, settings.temporal_task_queue, row, False, "")
-    return to_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)
 
 
 @router.post(
@@ -196,13 +197,14 @@ async def trigger_schedule(
     require_active(project, "running a schedule")
     if row.template_id is None:
         raise conflict("attach a job template first (PATCH template_id)", field="template_id")
+    release_connection(session)
     try:
         await handle_of(client, row).trigger()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise conflict(f"schedule {row.id} is gone from the workflow engine; delete it") from exc
         raise
-    return to_public(session, row, (await describe(client, [row]))[row.id])
+    return await public(session, client, row)
 
 
 @router.delete(
