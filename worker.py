@@ -13,21 +13,31 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.containers import ContainerAdmission, ContainerRecords
+from activities.jobs import JobActivities
 from activities.mail import MailActivities
 from activities.projects import ProjectActivities
 from activities.runtime import runtime_from_settings
+from activities.schedules import ScheduleActivities
 from activities.system import SystemActivities
 from activities.workloads import WorkloadActivities
 from config import Settings, connect_temporal
 from models.database import make_engine
 from workflows.container import ContainerWorkflow
+from workflows.job import JobWorkflow
 from workflows.project import ProjectWorkflow
+from workflows.scheduled_job import ScheduledJobWorkflow
 from workflows.system_check import SystemCheckWorkflow
 
 log = logging.getLogger("mlcp.worker")
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
-WORKFLOWS: list[type] = [SystemCheckWorkflow, ProjectWorkflow, ContainerWorkflow]
+WORKFLOWS: list[type] = [
+    SystemCheckWorkflow,
+    ProjectWorkflow,
+    ContainerWorkflow,
+    JobWorkflow,
+    ScheduledJobWorkflow,
+]
 
 
 def activities_for(settings: Settings, engine: Engine, client: Client) -> list[Any]:
@@ -37,7 +47,10 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
     projects = ProjectActivities(engine)
     containers = ContainerRecords(engine)
     admission = ContainerAdmission(client)
-    workloads = WorkloadActivities(runtime_from_settings(settings))
+    runtime = runtime_from_settings(settings)
+    workloads = WorkloadActivities(runtime)
+    jobs = JobActivities(engine, runtime)
+    schedules = ScheduleActivities(engine, client, settings)
     return [
         system.check_database,
         mail.send_mail,
@@ -50,6 +63,11 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         workloads.workload_status,
         workloads.delete_workload,
         workloads.workload_logs,
+        jobs.record_job,
+        jobs.keep_job_log,
+        schedules.plan_scheduled_run,
+        schedules.record_run_end,
+        schedules.pause_schedule,
     ]
 
 

@@ -85,6 +85,9 @@ class JobTimings(BaseModel):
 
     first_poll: timedelta = timedelta(seconds=2)
     max_poll: timedelta = timedelta(minutes=5)  # jobs run for days: back off to a look every few minutes
+    gone_max_poll: timedelta = timedelta(seconds=30)  # after a delete: the next in line waits for it
+    # Kubernetes deletes a job's pods at its deadline, and their log with them: keep a copy shortly before.
+    log_before_deadline: timedelta = timedelta(minutes=5)
     apply_timeout: timedelta = timedelta(minutes=2)
     delete_timeout: timedelta = timedelta(minutes=2)
     log_timeout: timedelta = timedelta(minutes=2)
@@ -112,7 +115,9 @@ class JobState(BaseModel):
     registered: bool = False  # the project's ledger holds its request (queued or reserved)
     admitted: bool = False
     applied: bool = False  # the runtime may hold a workload for it
+    applied_at: datetime | None = None  # workflow time; the runtime's deadline counts from about then
     running_reported: bool = False
+    log_snapshot_taken: bool = False  # the copy taken before the deadline
     log_kept: bool = False
     cleaned_up: bool = False  # workload gone and reservation released: the job is over
     delete_requested_by: str | None = None
