@@ -80,6 +80,8 @@ class ContainerState(BaseModel):
     message: str = ""
     queue_position: int | None = None
     endpoints: list[Endpoint] = []
+    admission_requested: bool = False  # asked the project; its answer comes as a signal
+    admission_answered: bool = False
     registered: bool = False  # the project's ledger holds its request (queued or reserved)
     admitted: bool = False
     applied: bool = False  # the runtime may hold a workload for it

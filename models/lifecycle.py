@@ -196,6 +196,16 @@ class AdmitResult(BaseModel):
     reason: str = ""
 
 
+class AdmissionAnswer(BaseModel):
+    """The project's reply to a workload's admission request: admitted, queued, or refused for good."""
+
+    resource_id: str
+    admitted: bool
+    position: int | None = None  # 1-based place in the queue when queued
+    reason: str = ""
+    refusal: str | None = None  # Conflict or QuotaExceeded: no reservation was made; reason says why
+
+
 class WorkloadEvent(BaseModel):
     resource_id: str
 
@@ -216,9 +226,16 @@ class ProjectView(BaseModel):
     panel: QuotaPanel
 
 
+# What a workload workflow sends its project: signals, never updates, so that a burst of requests cannot
+# be aborted with a workflow task that timed out on a busy worker -------------------------------------
+
+PROJECT_ADMISSION_REQUEST_SIGNAL = "request_admission"  # carries an AdmitRequest
+
+
 # What a workload workflow receives from its project ------------------------------------------
 
-WORKLOAD_ADMITTED_SIGNAL = "project_admitted"
+WORKLOAD_ADMISSION_SIGNAL = "project_admission"  # carries an AdmissionAnswer
+WORKLOAD_ADMITTED_SIGNAL = "project_admitted"  # a queued workload's turn has come
 WORKLOAD_SHUTDOWN_SIGNAL = "project_shutdown"
 
 

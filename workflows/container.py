@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.containers import ContainerAdmission, ContainerRecords
+    from activities.containers import ContainerRecords
     from activities.workloads import WorkloadActivities, WorkloadRef
     from models.containers import (
         ContainerDelete,
@@ -25,8 +25,11 @@ with workflow.unsafe.imports_passed_through():
         ContainerStatus,
     )
     from models.lifecycle import (
+        PROJECT_ADMISSION_REQUEST_SIGNAL,
+        WORKLOAD_ADMISSION_SIGNAL,
         WORKLOAD_ADMITTED_SIGNAL,
         WORKLOAD_SHUTDOWN_SIGNAL,
+        AdmissionAnswer,
         AdmitRequest,
         Quota,
         ShutdownNotice,
@@ -40,6 +43,7 @@ PROJECT_RELEASE = "release"
 PROJECT_WORKLOAD_RUNNING = "workload_running"
 KIND = "container"
 SHORT_TIMEOUT = timedelta(seconds=30)
+ANSWER_WAIT = timedelta(minutes=10)  # longer only if the project's workflow is gone, with its ledger
 RUNTIME_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 SHUTDOWN_MESSAGES = {
     "grace": "the project's end date has passed (grace period)",
@@ -113,8 +117,8 @@ class ContainerWorkflow:
             elif state.status == ContainerStatus.scheduled:
                 await self._start_when_due()
             elif state.status == ContainerStatus.waiting:
-                await self._wait_for(lambda: state.admitted)
-                if state.admitted:
+                await self._wait_for(lambda: state.admitted or state.status != ContainerStatus.waiting)
+                if state.admitted and state.status == ContainerStatus.waiting:
                     self._set(ContainerStatus.creating, "", "admitted: starting")
             elif state.status == ContainerStatus.creating and not state.applied:
                 await self._apply()
@@ -143,7 +147,11 @@ class ContainerWorkflow:
         if timeout is not None and timeout <= timedelta(0):
             return
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._wakeups != wakeups or ready(), timeout=timeout)
+            # A change not yet recorded (one a signal made while a step was running) also ends the wait.
+            await workflow.wait_condition(
+                lambda: self._wakeups != wakeups or ready() or self._recorded_version < self._state.version,
+                timeout=timeout,
+            )
 
     def _deadline(self, wake_in: timedelta | None) -> datetime | None:
         times = [t for t in (self._state.end_at,) if t is not None]
@@ -160,9 +168,11 @@ class ContainerWorkflow:
             await self._record()
             await self._wait_for(lambda: False, state.start_at - workflow.now())
             return
-        await self._admit()
+        if not state.admission_requested:
+            await self._admit()
 
     async def _admit(self) -> None:
+        """Ask the project for quota; its answer arrives as a signal (admission_answered)."""
         state, resources = self._state, self._state.spec.resources
         request = AdmitRequest(
             resource_id=state.id,
@@ -171,26 +181,17 @@ class ContainerWorkflow:
             owner_id=state.owner_id,
             request=Quota(gpu=resources.gpu, vcpu=resources.vcpu, ram_gb=resources.ram_gb),
         )
+        project = workflow.get_external_workflow_handle(project_workflow_id(state.project_id))
         try:
-            result = await workflow.execute_activity_method(
-                ContainerAdmission.admit_in_project,
-                args=[state.project_id, request],
-                start_to_close_timeout=SHORT_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            await project.signal(PROJECT_ADMISSION_REQUEST_SIGNAL, request)
+        except Exception:
+            self._set(
+                ContainerStatus.failed, "Conflict", f"project {state.project_id} has no running lifecycle"
             )
-        except ActivityError as exc:
-            cause = exc.cause
-            if not isinstance(cause, ApplicationError):
-                raise
-            self._set(ContainerStatus.failed, cause.type or "Refused", cause.message)
             return
-        state.registered = True
-        if result.admitted or state.admitted:
-            state.admitted, state.queue_position = True, None
-            self._set(ContainerStatus.creating, "", "admitted: starting")
-        else:
-            state.queue_position = result.position
-            self._set(ContainerStatus.waiting, "Queued", f"{result.reason}, position {result.position}")
+        state.admission_requested = True
+        if not state.admitted:
+            self._set(ContainerStatus.waiting, "Admitting", "asking the project for quota")
 
     async def _apply(self) -> None:
         state = self._state
@@ -255,6 +256,10 @@ class ContainerWorkflow:
             )
             await self._until_gone()
             state.applied = False
+        if state.admission_requested and not state.admission_answered:
+            # The project answers every request; a reservation it made meanwhile must go back.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: state.admission_answered, timeout=ANSWER_WAIT)
         if state.registered:
             await self._signal_project(PROJECT_RELEASE)
             state.registered = state.admitted = False
@@ -329,10 +334,27 @@ class ContainerWorkflow:
 
     # ---- signals, updates, queries ---------------------------------------------------------
 
+    @workflow.signal(name=WORKLOAD_ADMISSION_SIGNAL)
+    def admission_answered(self, answer: AdmissionAnswer) -> None:
+        state = self._state
+        self._wakeups += 1
+        state.admission_answered = True
+        state.registered = state.registered or answer.refusal is None  # so a teardown gives it back
+        if state.admitted or state.status != ContainerStatus.waiting:
+            return  # admitted from the queue already, or stopping
+        if answer.refusal:
+            self._set(ContainerStatus.failed, answer.refusal, answer.reason)
+            return
+        if answer.admitted:
+            state.admitted, state.queue_position = True, None
+        else:
+            state.queue_position = answer.position
+            self._set(ContainerStatus.waiting, "Queued", f"{answer.reason}, position {answer.position}")
+
     @workflow.signal(name=WORKLOAD_ADMITTED_SIGNAL)
     def project_admitted(self, event: WorkloadEvent) -> None:
-        # It may overtake the admit activity's answer; _admit honours it either way.
-        self._state.admitted, self._state.queue_position = True, None
+        self._state.registered = self._state.admitted = self._state.admission_answered = True
+        self._state.queue_position = None
         self._wakeups += 1
 
     @workflow.signal(name=WORKLOAD_SHUTDOWN_SIGNAL)

@@ -19,8 +19,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.projects import ProjectActivities
     from activities.workloads import WorkloadActivities
     from models.lifecycle import (
+        PROJECT_ADMISSION_REQUEST_SIGNAL,
+        WORKLOAD_ADMISSION_SIGNAL,
         WORKLOAD_ADMITTED_SIGNAL,
         WORKLOAD_SHUTDOWN_SIGNAL,
+        AdmissionAnswer,
         AdmitRequest,
         AdmitResult,
         Application,
@@ -75,6 +78,7 @@ class ProjectWorkflow:
         self._outbox: list[MailMessage] = []
         self._to_admit: list[LedgerEntry] = []
         self._to_shut_down: list[LedgerEntry] = []
+        self._answers: list[tuple[str, AdmissionAnswer]] = []  # (workload's workflow ID, its answer)
         # Ledger changes wake the main loop without a new read-model version: the read model holds no
         # ledger, so a busy project must not write its row on every admit and release.
         self._wakeups = 0
@@ -104,7 +108,8 @@ class ProjectWorkflow:
             if self._state.status == ProjectStatus.deleting:
                 continue
             version, wakeups = self._state.version, self._wakeups
-            if self._outbox or self._to_admit or self._to_shut_down or self._recorded_version < version:
+            pending = self._outbox or self._to_admit or self._to_shut_down or self._answers
+            if pending or self._recorded_version < version:
                 continue
             timeout = None if wake_at is None else max(wake_at - workflow.now(), timedelta(0))
             await self._sleep_until_changed(version, wakeups, wake_in=timeout)
@@ -206,12 +211,18 @@ class ProjectWorkflow:
             except ActivityError:
                 # Mail is a courtesy: a lost message must never stop the lifecycle.
                 workflow.logger.warning("mail %s could not be sent", message.key)
+        while self._answers:
+            workflow_id, answer = self._answers.pop(0)
+            await self._signal_workload(workflow_id, answer.resource_id, WORKLOAD_ADMISSION_SIGNAL, answer)
         while self._to_admit:
-            await self._signal_workload(self._to_admit.pop(0), WORKLOAD_ADMITTED_SIGNAL)
+            entry = self._to_admit.pop(0)
+            await self._signal_workload(entry.workflow_id, entry.resource_id, WORKLOAD_ADMITTED_SIGNAL)
         while self._to_shut_down:
             entry = self._to_shut_down.pop(0)
             notice = ShutdownNotice(project_id=self._state.id, reason=self._state.status.value)
-            await self._signal_workload(entry, WORKLOAD_SHUTDOWN_SIGNAL, notice)
+            await self._signal_workload(
+                entry.workflow_id, entry.resource_id, WORKLOAD_SHUTDOWN_SIGNAL, notice
+            )
         if self._recorded_version < self._state.version:
             version = self._state.version
             await workflow.execute_activity_method(
@@ -222,16 +233,16 @@ class ProjectWorkflow:
             self._recorded_version = version
         workflow.set_current_details(self._details())
 
-    async def _signal_workload(self, entry: LedgerEntry, signal: str, arg: object = None) -> None:
-        handle = workflow.get_external_workflow_handle(entry.workflow_id)
+    async def _signal_workload(
+        self, workflow_id: str, resource_id: str, signal: str, arg: object = None
+    ) -> None:
+        handle = workflow.get_external_workflow_handle(workflow_id)
         try:
-            await handle.signal(
-                signal, arg if arg is not None else WorkloadEvent(resource_id=entry.resource_id)
-            )
+            await handle.signal(signal, arg if arg is not None else WorkloadEvent(resource_id=resource_id))
         except Exception:
             # The workload's workflow is gone: it can hold no reservation.
-            workflow.logger.warning("workload %s is gone; releasing its reservation", entry.workflow_id)
-            self._release(entry.resource_id)
+            workflow.logger.warning("workload %s is gone; releasing its reservation", workflow_id)
+            self._release(resource_id)
 
     def _details(self) -> str:
         state, panel = self._state, self._panel()
@@ -426,6 +437,21 @@ class ProjectWorkflow:
             raise conflict(f"the project is already {self._state.status.value}")
 
     # ---- quota ledger -----------------------------------------------------------------------
+
+    @workflow.signal(name=PROJECT_ADMISSION_REQUEST_SIGNAL)
+    def request_admission(self, request: AdmitRequest) -> None:
+        """A workload asks for its reservation; the answer goes back as a signal from the main loop."""
+        try:
+            self.validate_admit(request)
+        except ApplicationError as refusal:
+            answer = AdmissionAnswer(
+                resource_id=request.resource_id, admitted=False, reason=refusal.message, refusal=refusal.type
+            )
+        else:
+            result = self._ledger.admit(request, self._state.quota, workflow.now())
+            answer = AdmissionAnswer(resource_id=request.resource_id, **result.model_dump())
+        self._answers.append((request.workflow_id, answer))
+        self._wakeups += 1
 
     @workflow.update
     async def admit(self, request: AdmitRequest) -> AdmitResult:

@@ -79,14 +79,19 @@ async def create(api: httpx.AsyncClient, who: Headers, project_id: str, **body: 
 
 
 async def wait_status(
-    api: httpx.AsyncClient, who: Headers, project_id: str, container_id: str, *statuses: str
+    api: httpx.AsyncClient,
+    who: Headers,
+    project_id: str,
+    container_id: str,
+    *statuses: str,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     async def reached() -> bool:
         response = await api.get(f"{containers_url(project_id)}/{container_id}", headers=who)
         seen.update(response.json())
-        return seen.get("status") in statuses
+        return seen.get("status") in statuses and reason in (None, seen.get("reason"))
 
     await eventually(reached)
     return seen
@@ -233,7 +238,9 @@ async def test_a_container_beyond_the_quota_waits_and_starts_after_the_first_is_
     first = await create(platform, people["bob"], project["id"], **container_body(spec_id, name="first"))
     await wait_status(platform, people["bob"], project["id"], first["id"], "running")
     second = await create(platform, people["bob"], project["id"], **container_body(spec_id, name="second"))
-    waiting = await wait_status(platform, people["bob"], project["id"], second["id"], "waiting")
+    waiting = await wait_status(
+        platform, people["bob"], project["id"], second["id"], "waiting", reason="Queued"
+    )
     assert waiting["queue_position"] == 1 and waiting["endpoints"] == []
 
     url = containers_url(project["id"])
