@@ -1,0 +1,206 @@
+"""Schedule activities: decide at fire time what a run does, record how it ended, pause a schedule.
+
+Every activity is idempotent on the run's workflow ID: a retried plan finds the run it recorded and
+answers with the same job (same ID, same name), so a run never starts two jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.client import Client, ScheduleUpdate, ScheduleUpdateInput
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from config import Settings
+from models.base import utcnow
+from models.catalog import GpuModel, Spec
+from models.job_templates import JobTemplate, next_job_name
+from models.jobs import SHELL, JobInput
+from models.lifecycle import ProjectStatus
+from models.projects import Project, ProjectMember
+from models.schedules import RunEnd, RunOutcome, RunPlan, Schedule, ScheduleRun, StopAction
+from models.workloads import ResourceRequest, WorkloadKind, WorkloadSpec
+
+NAME_ATTEMPTS = 5
+
+
+class RunRequest(BaseModel):
+    schedule_id: str
+    project_id: str
+    run_id: str  # the ScheduledJobWorkflow's workflow ID: one per fire
+    fired_at: datetime
+
+
+class PauseOrder(BaseModel):
+    schedule_id: str
+    note: str
+    action: StopAction
+
+
+def job_id_for(run_id: str) -> str:
+    """The same run always names the same job; starts with a letter like every resource ID."""
+    return "s" + hashlib.sha256(run_id.encode()).hexdigest()[:9]
+
+
+class ScheduleActivities:
+    def __init__(self, engine: Engine, client: Client, settings: Settings) -> None:
+        self._engine = engine
+        self._client = client
+        self._settings = settings
+
+    @activity.defn
+    def plan_scheduled_run(self, request: RunRequest) -> RunPlan:
+        with Session(self._engine) as session:
+            schedule = session.get(Schedule, request.schedule_id)
+            if schedule is None:
+                # Deleted (its Temporal schedule went first), or not committed yet: retried a few times.
+                raise ApplicationError(f"schedule {request.schedule_id} is not recorded", type="NotFound")
+            run = session.get(ScheduleRun, request.run_id)
+            if run is not None and run.outcome == RunOutcome.skipped:
+                return RunPlan(run_id=run.id, skipped=run.message)
+            reason, stop = self._refusal(session, schedule)
+            template = session.get(JobTemplate, schedule.template_id) if schedule.template_id else None
+            if reason or template is None:
+                reason = reason or "no job template is attached"
+                session.add(self._run(request, RunOutcome.skipped, reason))
+                session.commit()
+                return RunPlan(run_id=request.run_id, skipped=reason, stop=stop)
+            run = run or self._reserve(session, request, schedule)
+            if run.job_id is None or run.job_name is None:
+                raise ApplicationError(f"run {run.id} holds no job", non_retryable=True)
+            return RunPlan(
+                run_id=run.id,
+                job_id=run.job_id,
+                job_name=run.job_name,
+                job_input=self._job_input(session, schedule, template, run.job_id, run.job_name),
+            )
+
+    def _refusal(self, session: Session, schedule: Schedule) -> tuple[str, StopAction]:
+        """Why this run starts no job, if it does not, and what becomes of the schedule."""
+        project = session.get(Project, schedule.project_id)
+        if project is None or project.status in (ProjectStatus.deleting, ProjectStatus.deleted):
+            return "the project is deleted", StopAction.remove
+        if project.status != ProjectStatus.active:
+            return (
+                f"the project is {project.status}: schedules pause until someone resumes them",
+                StopAction.pause,
+            )
+        if session.get(ProjectMember, (schedule.project_id, schedule.owner_id)) is None:
+            return f"{schedule.owner} is no longer a member of the project", StopAction.pause
+        template = session.get(JobTemplate, schedule.template_id) if schedule.template_id else None
+        if template is not None:
+            spec = session.get(Spec, template.spec_id)
+            if spec is None or not spec.is_active:
+                return f"the template's spec {template.spec_id} is retired", StopAction.pause
+        return "", StopAction.none
+
+    def _reserve(self, session: Session, request: RunRequest, schedule: Schedule) -> ScheduleRun:
+        """Record the run with its job's ID and the schedule's next job name."""
+        for _ in range(NAME_ATTEMPTS):
+            run = self._run(request, RunOutcome.started, "")
+            run.job_id = job_id_for(request.run_id)
+            run.job_name = next_job_name(session, schedule.project_id, schedule.name)
+            run.started_at = utcnow()
+            session.add(run)
+            try:
+                session.commit()
+                return run
+            except IntegrityError:
+                # Runs of a multi-line schedule start together and may pick one name: take the next.
+                session.rollback()
+        raise ApplicationError(f"no free job name for schedule {schedule.name} after {NAME_ATTEMPTS} tries")
+
+    def _run(self, request: RunRequest, outcome: RunOutcome, message: str) -> ScheduleRun:
+        return ScheduleRun(
+            id=request.run_id,
+            schedule_id=request.schedule_id,
+            project_id=request.project_id,
+            fired_at=request.fired_at,
+            outcome=outcome,
+            message=message[:2000],
+        )
+
+    def _job_input(
+        self, session: Session, schedule: Schedule, template: JobTemplate, job_id: str, name: str
+    ) -> JobInput:
+        spec = session.get(Spec, template.spec_id)
+        if spec is None:  # RESTRICT keeps a spec a template uses, so only a bug gets here
+            raise ApplicationError(f"spec {template.spec_id} is missing", non_retryable=True)
+        gpu_model = session.get(GpuModel, spec.gpu_model_id) if spec.gpu_model_id else None
+        workload = WorkloadSpec(
+            project_id=schedule.project_id,
+            resource_id=job_id,
+            kind=WorkloadKind.job,
+            owner=schedule.owner,
+            name=name,
+            image=template.image,
+            command=[*SHELL, template.command],
+            env=dict(template.env),
+            resources=ResourceRequest(
+                gpu=spec.gpu_count,
+                gpu_model=gpu_model.name if gpu_model else None,
+                vcpu=spec.vcpu,
+                ram_gb=spec.ram_gb,
+                shm_gb=template.shm_gb,
+            ),
+            active_deadline_seconds=self._settings.job_max_runtime_hours * 3600,
+        )
+        return JobInput(
+            id=job_id,
+            project_id=schedule.project_id,
+            owner_id=schedule.owner_id,
+            owner=schedule.owner,
+            command=template.command,
+            spec=workload,
+            spec_id=spec.id,
+            created_at=utcnow(),
+        )
+
+    @activity.defn
+    def record_run_end(self, end: RunEnd) -> None:
+        with Session(self._engine) as session:
+            run = session.get(ScheduleRun, end.run_id)
+            if run is None:  # its schedule was deleted meanwhile, and its runs with it
+                return
+            run.outcome, run.message = end.outcome, end.message[:2000]
+            run.ended_at = run.ended_at or utcnow()
+            session.add(run)
+            session.commit()
+
+    @activity.defn
+    async def pause_schedule(self, order: PauseOrder) -> None:
+        """Stop a schedule that cannot run: paused with the reason; its Temporal schedule deleted with the
+        project (the row stays paused, so the project's records still show it)."""
+        handle = self._client.get_schedule_handle(f"schedule-{order.schedule_id}")
+        try:
+            if order.action == StopAction.remove:
+                await handle.delete()
+            else:
+
+                def paused(current: ScheduleUpdateInput) -> ScheduleUpdate:
+                    schedule = current.description.schedule
+                    schedule.state.paused, schedule.state.note = True, order.note
+                    return ScheduleUpdate(schedule=schedule)
+
+                await handle.update(paused)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await asyncio.to_thread(self._record_pause, order)
+
+    def _record_pause(self, order: PauseOrder) -> None:
+        with Session(self._engine) as session:
+            row = session.get(Schedule, order.schedule_id)
+            if row is None:
+                return
+            row.paused, row.pause_note, row.updated_at = True, order.note[:500], utcnow()
+            session.add(row)
+            session.commit()
