@@ -57,7 +57,15 @@ POLL_SECONDS = 0.05
 MESSAGE_LIMIT = 300
 SUPERVISOR_SCRIPT = Path(local_supervisor.__file__).resolve()
 # An idle process stands in for an image's own entrypoint, so a container without a command runs.
-KEEP_ALIVE = [sys.executable, "-I", "-c", "import time\nwhile True: time.sleep(3600)"]
+# Its one log line says so, since the log is where a user looks first.
+KEEP_ALIVE = [
+    sys.executable,
+    "-I",
+    "-u",
+    "-c",
+    "import time\nprint('mlcp local runtime: no image runs here; this idle process keeps the container up')"
+    "\nwhile True: time.sleep(3600)",
+]
 # Only what a program needs to find its tools and speak the host's language: the worker's own
 # settings (MLCP_* secrets among them) stay out of workloads.
 INHERITED_ENV = frozenset(
