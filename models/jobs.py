@@ -112,6 +112,8 @@ class JobState(BaseModel):
     queue_position: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    admission_requested: bool = False  # asked the project; its answer comes as a signal
+    admission_answered: bool = False
     registered: bool = False  # the project's ledger holds its request (queued or reserved)
     admitted: bool = False
     applied: bool = False  # the runtime may hold a workload for it

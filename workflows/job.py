@@ -17,13 +17,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.containers import ContainerAdmission
     from activities.jobs import JobActivities
     from activities.workloads import WorkloadActivities, WorkloadRef
     from models.jobs import JobDelete, JobInput, JobState, JobStatus
     from models.lifecycle import (
+        PROJECT_ADMISSION_REQUEST_SIGNAL,
+        WORKLOAD_ADMISSION_SIGNAL,
         WORKLOAD_ADMITTED_SIGNAL,
         WORKLOAD_SHUTDOWN_SIGNAL,
+        AdmissionAnswer,
         AdmitRequest,
         Quota,
         ShutdownNotice,
@@ -37,6 +39,7 @@ PROJECT_RELEASE = "release"
 PROJECT_WORKLOAD_RUNNING = "workload_running"
 KIND = "job"
 SHORT_TIMEOUT = timedelta(seconds=30)
+ANSWER_WAIT = timedelta(minutes=10)  # longer only if the project's workflow is gone, with its ledger
 RUNTIME_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 SHUTDOWN_REASON = "ProjectShutdown"
 SHUTDOWN_MESSAGES = {
@@ -70,7 +73,8 @@ class JobWorkflow:
             command=input.command,
             spec=input.spec,
             created_at=input.created_at,
-            message="asking the project for resources",
+            reason="Admitting",
+            message="asking the project for quota",
         )
         self._recorded_version = -1
         self._poll_delay = self._timings.first_poll
@@ -115,11 +119,11 @@ class JobWorkflow:
                 await self._stop()
             elif state.status in OUTCOMES:
                 await self._clean_up()
-            elif state.status == JobStatus.waiting and not state.registered:
+            elif state.status == JobStatus.waiting and not state.admission_requested:
                 await self._admit()
             elif state.status == JobStatus.waiting:
-                await self._wait_for(lambda: state.admitted)
-                if state.admitted:
+                await self._wait_for(lambda: state.admitted or state.status != JobStatus.waiting)
+                if state.admitted and state.status == JobStatus.waiting:
                     self._set(JobStatus.creating, "", "admitted: starting")
             elif not state.applied:
                 await self._apply()
@@ -133,11 +137,16 @@ class JobWorkflow:
         """Sleep until `ready()` holds, a signal or update arrives, or `wake_in` passes."""
         wakeups = self._wakeups
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._wakeups != wakeups or ready(), timeout=wake_in)
+            # A change not yet recorded (one a signal made while a step was running) also ends the wait.
+            await workflow.wait_condition(
+                lambda: self._wakeups != wakeups or ready() or self._recorded_version < self._state.version,
+                timeout=wake_in,
+            )
 
     # ---- steps -----------------------------------------------------------------------------
 
     async def _admit(self) -> None:
+        """Ask the project for quota; its answer arrives as a signal (admission_answered)."""
         state, resources = self._state, self._state.spec.resources
         request = AdmitRequest(
             resource_id=state.id,
@@ -146,26 +155,15 @@ class JobWorkflow:
             owner_id=state.owner_id,
             request=Quota(gpu=resources.gpu, vcpu=resources.vcpu, ram_gb=resources.ram_gb),
         )
+        project = workflow.get_external_workflow_handle(project_workflow_id(state.project_id))
         try:
-            result = await workflow.execute_activity_method(
-                ContainerAdmission.admit_in_project,
-                args=[state.project_id, request],
-                start_to_close_timeout=SHORT_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-            )
-        except ActivityError as exc:
-            cause = exc.cause
-            if not isinstance(cause, ApplicationError):
-                raise
-            self._set(JobStatus.failed, cause.type or "Refused", cause.message)
+            await project.signal(PROJECT_ADMISSION_REQUEST_SIGNAL, request)
+        except Exception:
+            self._set(JobStatus.failed, "Conflict", f"project {state.project_id} has no running lifecycle")
             return
-        state.registered = True
-        if result.admitted or state.admitted:
-            state.admitted, state.queue_position = True, None
-            self._set(JobStatus.creating, "", "admitted: starting")
-        else:
-            state.queue_position = result.position
-            self._set(JobStatus.waiting, "Queued", f"{result.reason}, position {result.position}")
+        state.admission_requested = True
+        if not state.admitted:
+            self._set(JobStatus.waiting, "Admitting", "asking the project for quota")
 
     async def _apply(self) -> None:
         state = self._state
@@ -323,6 +321,10 @@ class JobWorkflow:
 
     async def _release(self) -> None:
         state = self._state
+        if state.admission_requested and not state.admission_answered:
+            # The project answers every request; a reservation it made meanwhile must go back.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: state.admission_answered, timeout=ANSWER_WAIT)
         if state.registered:
             await self._signal_project(PROJECT_RELEASE)
             state.registered = state.admitted = False
@@ -380,10 +382,28 @@ class JobWorkflow:
 
     # ---- signals, updates, queries ---------------------------------------------------------
 
+    @workflow.signal(name=WORKLOAD_ADMISSION_SIGNAL)
+    def admission_answered(self, answer: AdmissionAnswer) -> None:
+        state = self._state
+        self._wakeups += 1
+        state.admission_answered = True
+        state.registered = state.registered or answer.refusal is None  # so a cleanup gives it back
+        if state.admitted or state.status != JobStatus.waiting:
+            return  # admitted from the queue already, or stopping
+        if answer.refusal:
+            self._set(JobStatus.failed, answer.refusal, answer.reason)
+            return
+        if answer.admitted:
+            state.admitted, state.queue_position = True, None
+        else:
+            state.queue_position = answer.position
+            self._set(JobStatus.waiting, "Queued", f"{answer.reason}, position {answer.position}")
+
     @workflow.signal(name=WORKLOAD_ADMITTED_SIGNAL)
     def project_admitted(self, event: WorkloadEvent) -> None:
-        # It may overtake the admit activity's answer; _admit honours it either way.
-        self._state.admitted, self._state.queue_position = True, None
+        """A queued job's turn has come."""
+        self._state.registered = self._state.admitted = self._state.admission_answered = True
+        self._state.queue_position = None
         self._wakeups += 1
 
     @workflow.signal(name=WORKLOAD_SHUTDOWN_SIGNAL)

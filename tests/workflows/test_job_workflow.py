@@ -18,7 +18,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities.containers import ContainerAdmission
 from activities.jobs import JobActivities, last_bytes
 from activities.kube import KubernetesRuntime
 from activities.local import LocalRuntime
@@ -67,7 +66,6 @@ async def job_worker(
     activities: list[Callable[..., Any]] = [
         jobs.record_job,
         jobs.keep_job_log,
-        ContainerAdmission(env.client).admit_in_project,
         workloads.apply_workload,
         workloads.workload_status,
         workloads.delete_workload,
@@ -320,6 +318,13 @@ async def test_a_second_job_waits_in_line_until_the_first_finishes(
         )
         recorded = row(engine, waiting.id)
         assert (recorded.status, recorded.queue_position) == (JobStatus.waiting, 1)
+
+        # A job beyond the whole quota could never run: refused at once, with nothing reserved.
+        too_big = await start_job(env, tq, project_id, "echo never", gpu=3)
+        assert await too_big.result() == JobStatus.failed
+        refused = await too_big.query(JobWorkflow.describe)
+        assert (refused.reason, refused.registered) == ("QuotaExceeded", False)
+        assert [e.resource_id for e in (await panel(project)).queue] == [waiting.id]
 
         kube_double.clock.advance(600)  # the first one's run ends
         assert await first.result() == JobStatus.succeeded
