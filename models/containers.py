@@ -55,7 +55,7 @@ class Container(SQLModel, table=True):
 class ContainerTimings(BaseModel):
     """How often the workflow looks at the runtime; tests shorten them."""
 
-    first_poll: timedelta = timedelta(seconds=2)
+    first_poll: timedelta = timedelta(seconds=1)
     max_poll: timedelta = timedelta(seconds=30)  # while creating, polls back off up to this
     check_interval: timedelta = timedelta(hours=1)  # once running or failed: rare looks keep history small
     apply_timeout: timedelta = timedelta(minutes=2)

@@ -43,6 +43,7 @@ PROJECT_RELEASE = "release"
 PROJECT_WORKLOAD_RUNNING = "workload_running"
 KIND = "container"
 SHORT_TIMEOUT = timedelta(seconds=30)
+POLL_BACKOFF = 1.5  # 1, 1.5, 2.3, 3.4 ... s: a quick start is seen quickly, a slow image pull costs few polls
 ANSWER_WAIT = timedelta(minutes=10)  # longer only if the project's workflow is gone, with its ledger
 RUNTIME_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 SHUTDOWN_MESSAGES = {
@@ -124,7 +125,7 @@ class ContainerWorkflow:
                 await self._apply()
             elif state.status == ContainerStatus.creating:
                 await self._wait_for(lambda: False, self._poll_delay)
-                self._poll_delay = min(self._poll_delay * 2, self._timings.max_poll)
+                self._poll_delay = min(self._poll_delay * POLL_BACKOFF, self._timings.max_poll)
                 await self._look()
             else:  # running or failed: look rarely, keep the reservation until deleted
                 await self._wait_for(lambda: False, self._timings.check_interval)
@@ -280,7 +281,7 @@ class ContainerWorkflow:
             if status.state == WorkloadState.gone:
                 return
             await workflow.sleep(delay)
-            delay = min(delay * 2, self._timings.max_poll)
+            delay = min(delay * POLL_BACKOFF, self._timings.max_poll)
 
     async def _signal_project(self, signal: str) -> None:
         handle = workflow.get_external_workflow_handle(project_workflow_id(self._state.project_id))
