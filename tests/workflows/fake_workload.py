@@ -6,8 +6,10 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from models.lifecycle import (
+        WORKLOAD_ADMISSION_SIGNAL,
         WORKLOAD_ADMITTED_SIGNAL,
         WORKLOAD_SHUTDOWN_SIGNAL,
+        AdmissionAnswer,
         ShutdownNotice,
         WorkloadEvent,
     )
@@ -15,10 +17,12 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn
 class FakeWorkloadWorkflow:
-    """Speaks the workload side of the project protocol: admitted and shutdown signals."""
+    """Speaks the workload side of the project protocol: admission answers, admitted and shutdown signals.
+    The test sends the admission request on its behalf."""
 
     def __init__(self) -> None:
         self.admitted = False
+        self.answers: list[AdmissionAnswer] = []
         self.shutdown_reason: str | None = None
 
     @workflow.run
@@ -29,6 +33,11 @@ class FakeWorkloadWorkflow:
         )
         return self.shutdown_reason or ""
 
+    @workflow.signal(name=WORKLOAD_ADMISSION_SIGNAL)
+    def admission_answered(self, answer: AdmissionAnswer) -> None:
+        self.answers.append(answer)
+        self.admitted = self.admitted or answer.admitted
+
     @workflow.signal(name=WORKLOAD_ADMITTED_SIGNAL)
     def project_admitted(self, event: WorkloadEvent) -> None:
         self.admitted = True
@@ -36,6 +45,10 @@ class FakeWorkloadWorkflow:
     @workflow.signal(name=WORKLOAD_SHUTDOWN_SIGNAL)
     def project_shutdown(self, notice: ShutdownNotice) -> None:
         self.shutdown_reason = notice.reason
+
+    @workflow.query
+    def admission_answers(self) -> list[AdmissionAnswer]:
+        return self.answers
 
     @workflow.query
     def is_admitted(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,8 @@ from activities.workloads import WorkloadActivities
 from models.accounts import User
 from models.database import session_scope
 from models.lifecycle import (
+    PROJECT_ADMISSION_REQUEST_SIGNAL,
+    AdmissionAnswer,
     AdmitRequest,
     Application,
     ApplicationType,
@@ -153,6 +156,22 @@ async def start_project(
         task_queue=task_queue,
     )
     return handle
+
+
+async def admit(
+    project: WorkflowHandle[Any, Any],
+    workload: WorkflowHandle[FakeWorkloadWorkflow, str],
+    request: AdmitRequest,
+) -> AdmissionAnswer:
+    """Ask the project on the workload's behalf, as a workload workflow does, and return its answer."""
+    before = len(await workload.query(FakeWorkloadWorkflow.admission_answers))
+    await project.signal(PROJECT_ADMISSION_REQUEST_SIGNAL, request)
+    for _ in range(100):
+        answers = await workload.query(FakeWorkloadWorkflow.admission_answers)
+        if len(answers) > before:
+            return answers[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the project never answered {request.resource_id}")
 
 
 async def start_workload(

@@ -13,7 +13,6 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from models.lifecycle import (
-    AdmitRequest,
     Application,
     ApplicationStatus,
     ApplicationType,
@@ -29,6 +28,7 @@ from models.projects import Project
 from tests.workflows.project_harness import (
     FakeWorkloadWorkflow,
     MailCatcher,
+    admit,
     new_state,
     project_worker,
     start_project,
@@ -213,7 +213,7 @@ async def test_extension_during_grace_returns_to_active(
     async with project_worker(env.client, engine, mail, extra_workflows=[FakeWorkloadWorkflow]) as tq:
         handle, state = await active_project(env, tq, days=3)
         workload, request = await start_workload(env.client, tq, state.id, "c1", gpu=1)
-        assert (await handle.execute_update(ProjectWorkflow.admit, request)).admitted
+        assert (await admit(handle, workload, request)).admitted
         await env.sleep(timedelta(days=4))
         view = await handle.query(ProjectWorkflow.view)
         assert view.state.status == ProjectStatus.grace
@@ -223,8 +223,8 @@ async def test_extension_during_grace_returns_to_active(
         await completed(workload)
         assert await workload.query(FakeWorkloadWorkflow.shutdown_reason_query) == "grace"
         assert view.state.ledger == [] or (await handle.query(ProjectWorkflow.quota_panel)).in_flight.gpu == 0
-        _, late = await start_workload(env.client, tq, state.id, "c2", gpu=1)
-        assert await rejected_type(env, handle, ProjectWorkflow.admit, late) == "Conflict"
+        late_workload, late = await start_workload(env.client, tq, state.id, "c2", gpu=1)
+        assert (await admit(handle, late_workload, late)).refusal == "Conflict"
 
         extension = Application(
             id="ext-g",
@@ -249,10 +249,10 @@ async def test_quota_application_adds_to_quota_and_admits_the_queue(
         env.client, engine, MailCatcher(), extra_workflows=[FakeWorkloadWorkflow]
     ) as tq:
         handle, state = await active_project(env, tq, quota=Quota(gpu=2, vcpu=8, ram_gb=32))
-        _, first_req = await start_workload(env.client, tq, state.id, "q1", gpu=2)
+        first, first_req = await start_workload(env.client, tq, state.id, "q1", gpu=2)
         second, second_req = await start_workload(env.client, tq, state.id, "q2", gpu=1)
-        assert (await handle.execute_update(ProjectWorkflow.admit, first_req)).admitted
-        queued = await handle.execute_update(ProjectWorkflow.admit, second_req)
+        assert (await admit(handle, first, first_req)).admitted
+        queued = await admit(handle, second, second_req)
         assert (queued.admitted, queued.position, queued.reason) == (
             False,
             1,
@@ -285,9 +285,9 @@ async def test_admission_queue_order_release_and_limits(
         workloads = [
             await start_workload(env.client, tq, state.id, f"w{i}", gpu=g) for i, g in enumerate([2, 2, 1])
         ]
-        results = [await handle.execute_update(ProjectWorkflow.admit, req) for _, req in workloads]
+        results = [await admit(handle, workload, req) for workload, req in workloads]
         assert [(r.admitted, r.position) for r in results] == [(True, None), (False, 1), (False, 2)]
-        again = await handle.execute_update(ProjectWorkflow.admit, workloads[1][1])
+        again = await admit(handle, *workloads[1])
         assert again == results[1]  # idempotent on the resource ID
 
         await handle.signal(ProjectWorkflow.workload_running, WorkloadEvent(resource_id="w0"))
@@ -299,14 +299,11 @@ async def test_admission_queue_order_release_and_limits(
         assert (panel.in_flight.gpu, panel.requested.gpu, panel.remaining.gpu) == (2, 1, 0)
         assert panel.queue[0].resource_id == "w2"
 
-        too_big = AdmitRequest(
-            resource_id="huge",
-            kind="container",
-            workflow_id="workload-huge",
-            owner_id="bob",
-            request=Quota(gpu=3),
-        )
-        assert await rejected_type(env, handle, ProjectWorkflow.admit, too_big) == "QuotaExceeded"
+        huge, too_big = await start_workload(env.client, tq, state.id, "huge", gpu=3)
+        refused = await admit(handle, huge, too_big)
+        assert (refused.admitted, refused.refusal) == (False, "QuotaExceeded")
+        assert "the request exceeds the project's whole quota by 1 GPU" in refused.reason
+        assert "huge" not in [e.resource_id for e in (await handle.query(ProjectWorkflow.view)).state.ledger]
 
 
 async def test_admission_refused_before_the_project_is_active(
@@ -315,13 +312,13 @@ async def test_admission_refused_before_the_project_is_active(
     env = time_skipping_env
     now = await env.get_current_time()
     state = new_state(start=now + timedelta(days=2), end=now + timedelta(days=9))
-    async with project_worker(env.client, engine, MailCatcher()) as tq:
+    async with project_worker(
+        env.client, engine, MailCatcher(), extra_workflows=[FakeWorkloadWorkflow]
+    ) as tq:
         handle = await start_project(env.client, tq, state)
-        request = AdmitRequest(
-            resource_id="x", kind="job", workflow_id="job-x", owner_id="bob", request=Quota(gpu=1)
-        )
+        workload, request = await start_workload(env.client, tq, state.id, "x", gpu=1)
         for attempt in range(2):  # pending, then approved-but-not-started
-            assert await rejected_type(env, handle, ProjectWorkflow.admit, request) == "Conflict"
+            assert (await admit(handle, workload, request)).refusal == "Conflict"
             if attempt == 0:
                 await approve(handle, f"a-{state.id}")
 
@@ -333,7 +330,7 @@ async def test_delete_needs_the_code_and_deletes_workloads_through_their_workflo
     async with project_worker(env.client, engine, mail, extra_workflows=[FakeWorkloadWorkflow]) as tq:
         handle, state = await active_project(env, tq)
         workload, request = await start_workload(env.client, tq, state.id, "d1", gpu=1)
-        await handle.execute_update(ProjectWorkflow.admit, request)
+        await admit(handle, workload, request)
         wrong = DeleteRequest(user_id="alice", username="alice", confirmation_code="WRONG")
         assert await rejected_type(env, handle, ProjectWorkflow.request_delete, wrong) == "Invalid"
         await handle.execute_update(
@@ -357,8 +354,8 @@ async def test_continue_as_new_keeps_state(time_skipping_env: WorkflowEnvironmen
         first_run = (await handle.describe()).run_id
         await approve(handle, f"a-{state.id}")
         for i in range(6):
-            _, request = await start_workload(env.client, tq, state.id, f"can{i}", gpu=1)
-            await handle.execute_update(ProjectWorkflow.admit, request)
+            workload, request = await start_workload(env.client, tq, state.id, f"can{i}", gpu=1)
+            await admit(handle, workload, request)
             await handle.signal(ProjectWorkflow.workload_running, WorkloadEvent(resource_id=f"can{i}"))
         await env.sleep(timedelta(seconds=5))
         latest = env.client.get_workflow_handle(handle.id)
