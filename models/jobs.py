@@ -122,6 +122,7 @@ class JobState(BaseModel):
     log_snapshot_taken: bool = False  # the copy taken before the deadline
     log_kept: bool = False
     cleaned_up: bool = False  # workload gone and reservation released: the job is over
+    poll_delay: timedelta | None = None  # the back-off reached, so continue-as-new does not restart it
     delete_requested_by: str | None = None
     shutdown_reason: str | None = None
     version: int = 0

@@ -77,7 +77,7 @@ class JobWorkflow:
             message="asking the project for quota",
         )
         self._recorded_version = -1
-        self._poll_delay = self._timings.first_poll
+        self._poll_delay = self._state.poll_delay or self._timings.first_poll
         self._wakeups = 0  # every signal and update counts, so waits notice them
 
     # ---- main loop -------------------------------------------------------------------------
@@ -113,7 +113,8 @@ class JobWorkflow:
                 )
                 if not self._stop_requested():
                     await self._record()
-                    workflow.continue_as_new(self._input.model_copy(update={"resume": self._state}))
+                    state.poll_delay = self._poll_delay
+                    workflow.continue_as_new(self._input.model_copy(update={"resume": state}))
                 continue
             if stopping:
                 await self._stop()

@@ -112,6 +112,7 @@ async def start_job(
     command: str,
     gpu: int = 1,
     timings: JobTimings = TIMINGS,
+    max_history_events: int = 10_000,
 ) -> JobHandle:
     job_id = "j" + uuid.uuid4().hex[:9]
     job = JobInput(
@@ -123,6 +124,7 @@ async def start_job(
         spec=job_spec(project_id, job_id, command, gpu),
         created_at=await env.get_current_time(),
         timings=timings,
+        max_history_events=max_history_events,
     )
     return await env.client.start_workflow(
         JobWorkflow.run, job, id=workflow_id(job_id), task_queue=task_queue
@@ -361,6 +363,40 @@ async def test_deleting_a_running_job_stops_it_keeps_its_log_and_releases_the_qu
         assert (recorded.status, recorded.message) == (JobStatus.deleted, "deleted by bob")
         assert stored_log(engine, running.id) == "half way\n"
         assert gone(runtime, project_id, running.id)
+        assert (await panel(project)).remaining.gpu == 2
+
+
+@SQLITE_ONLY
+async def test_a_job_running_for_days_continues_as_new_and_keeps_its_state(
+    time_skipping_env: WorkflowEnvironment,
+    engine: Engine,
+    kube_double: KubeDouble,  # noqa: F811
+) -> None:
+    env, runtime = time_skipping_env, kube_runtime(kube_double)
+    kube_double.knobs.run_seconds = 2 * 24 * 3600
+    async with job_worker(env, engine, runtime) as tq:
+        project, project_id = await active_project(env, tq)
+        handle = await start_job(
+            env, tq, project_id, "echo long haul", timings=PATIENT, max_history_events=60
+        )
+        running = await until(env, handle, is_(JobStatus.running))
+        await env.sleep(timedelta(days=1))
+        latest = env.client.get_workflow_handle(handle.id)
+        assert (await latest.describe()).run_id != handle.first_execution_run_id
+        carried = await latest.query(JobWorkflow.describe)
+        assert (carried.status, carried.registered, carried.applied, carried.running_reported) == (
+            JobStatus.running,
+            True,
+            True,
+            True,
+        )
+        assert (carried.started_at, carried.applied_at) == (running.started_at, running.applied_at)
+        assert carried.poll_delay is not None and carried.poll_delay > TIMINGS.first_poll  # back-off kept
+        assert (await panel(project)).in_use.gpu == 1
+
+        kube_double.clock.advance(2 * 24 * 3600)
+        assert await handle.result() == JobStatus.succeeded
+        assert stored_log(engine, running.id) == "long haul\n"
         assert (await panel(project)).remaining.gpu == 2
 
 
