@@ -19,15 +19,16 @@ from temporalio.client import Client, ScheduleUpdate, ScheduleUpdateInput
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.errors import ApiError, conflict
+from api.job_start import JobOwner, job_input
 from config import Settings
 from models.base import utcnow
-from models.catalog import GpuModel, Spec
+from models.catalog import Spec
 from models.job_templates import JobTemplate, next_job_name
-from models.jobs import SHELL, JobInput
+from models.jobs import JobCreate
 from models.lifecycle import ProjectStatus
 from models.projects import Project, ProjectMember
 from models.schedules import RunEnd, RunOutcome, RunPlan, Schedule, ScheduleRun, StopAction
-from models.workloads import ResourceRequest, WorkloadKind, WorkloadSpec
 
 NAME_ATTEMPTS = 5
 
@@ -64,24 +65,40 @@ class ScheduleActivities:
                 # Deleted (its Temporal schedule went first), or not committed yet: retried a few times.
                 raise ApplicationError(f"schedule {request.schedule_id} is not recorded", type="NotFound")
             run = session.get(ScheduleRun, request.run_id)
-            if run is not None and run.outcome == RunOutcome.skipped:
-                return RunPlan(run_id=run.id, skipped=run.message)
-            reason, stop = self._refusal(session, schedule)
+            if run is None:  # the first attempt decides; a retry answers the same
+                reason, stop = self._refusal(session, schedule)
+                if reason:
+                    session.add(self._run(request, RunOutcome.skipped, reason))
+                    session.commit()
+                    return RunPlan(run_id=request.run_id, skipped=reason, stop=stop)
+                run = self._reserve(session, request, schedule)
             template = session.get(JobTemplate, schedule.template_id) if schedule.template_id else None
-            if reason or template is None:
-                reason = reason or "no job template is attached"
-                session.add(self._run(request, RunOutcome.skipped, reason))
+            if run.outcome == RunOutcome.skipped or run.job_id is None or run.job_name is None:
+                return RunPlan(run_id=run.id, skipped=run.message)
+            try:
+                if template is None:
+                    raise conflict("the schedule's job template was detached meanwhile")
+                job = job_input(
+                    session,
+                    self._settings,
+                    session.get_one(Project, schedule.project_id),
+                    JobOwner(id=schedule.owner_id, username=schedule.owner),
+                    JobCreate(
+                        name=run.job_name,
+                        spec_id=template.spec_id,
+                        image=template.image,
+                        command=template.command,
+                        env=template.env,
+                        shm_gb=template.shm_gb,
+                    ),
+                    run.job_id,
+                )
+            except ApiError as refused:  # changed between the checks above and now
+                run.outcome, run.message, run.ended_at = RunOutcome.skipped, refused.message[:2000], utcnow()
+                session.add(run)
                 session.commit()
-                return RunPlan(run_id=request.run_id, skipped=reason, stop=stop)
-            run = run or self._reserve(session, request, schedule)
-            if run.job_id is None or run.job_name is None:
-                raise ApplicationError(f"run {run.id} holds no job", non_retryable=True)
-            return RunPlan(
-                run_id=run.id,
-                job_id=run.job_id,
-                job_name=run.job_name,
-                job_input=self._job_input(session, schedule, template, run.job_id, run.job_name),
-            )
+                return RunPlan(run_id=run.id, skipped=run.message)
+            return RunPlan(run_id=run.id, job_id=run.job_id, job_name=run.job_name, job_input=job)
 
     def _refusal(self, session: Session, schedule: Schedule) -> tuple[str, StopAction]:
         """Why this run starts no job, if it does not, and what becomes of the schedule."""
@@ -96,10 +113,11 @@ class ScheduleActivities:
         if session.get(ProjectMember, (schedule.project_id, schedule.owner_id)) is None:
             return f"{schedule.owner} is no longer a member of the project", StopAction.pause
         template = session.get(JobTemplate, schedule.template_id) if schedule.template_id else None
-        if template is not None:
-            spec = session.get(Spec, template.spec_id)
-            if spec is None or not spec.is_active:
-                return f"the template's spec {template.spec_id} is retired", StopAction.pause
+        if template is None:
+            return "no job template is attached", StopAction.none
+        spec = session.get(Spec, template.spec_id)
+        if spec is None or not spec.is_active:
+            return f"the template's spec {template.spec_id} is retired", StopAction.pause
         return "", StopAction.none
 
     def _reserve(self, session: Session, request: RunRequest, schedule: Schedule) -> ScheduleRun:
@@ -126,42 +144,6 @@ class ScheduleActivities:
             fired_at=request.fired_at,
             outcome=outcome,
             message=message[:2000],
-        )
-
-    def _job_input(
-        self, session: Session, schedule: Schedule, template: JobTemplate, job_id: str, name: str
-    ) -> JobInput:
-        spec = session.get(Spec, template.spec_id)
-        if spec is None:  # RESTRICT keeps a spec a template uses, so only a bug gets here
-            raise ApplicationError(f"spec {template.spec_id} is missing", non_retryable=True)
-        gpu_model = session.get(GpuModel, spec.gpu_model_id) if spec.gpu_model_id else None
-        workload = WorkloadSpec(
-            project_id=schedule.project_id,
-            resource_id=job_id,
-            kind=WorkloadKind.job,
-            owner=schedule.owner,
-            name=name,
-            image=template.image,
-            command=[*SHELL, template.command],
-            env=dict(template.env),
-            resources=ResourceRequest(
-                gpu=spec.gpu_count,
-                gpu_model=gpu_model.name if gpu_model else None,
-                vcpu=spec.vcpu,
-                ram_gb=spec.ram_gb,
-                shm_gb=template.shm_gb,
-            ),
-            active_deadline_seconds=self._settings.job_max_runtime_hours * 3600,
-        )
-        return JobInput(
-            id=job_id,
-            project_id=schedule.project_id,
-            owner_id=schedule.owner_id,
-            owner=schedule.owner,
-            command=template.command,
-            spec=workload,
-            spec_id=spec.id,
-            created_at=utcnow(),
         )
 
     @activity.defn

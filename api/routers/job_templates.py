@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import conflict, forbidden, invalid, not_found
+from api.job_start import JobOwner, job_id_for, start_job
 from api.project_access import require_member, role_in, visible_project
+from api.routers.jobs import to_public as job_public
 from api.routers.schedules import changeable_schedule
 from api.schedule_store import create_schedule, public, update_schedule
 from models.accounts import User
@@ -26,7 +28,10 @@ from models.job_templates import (
     JobTemplateCreate,
     JobTemplatePublic,
     JobTemplateUpdate,
+    TemplateRun,
+    next_job_name,
 )
+from models.jobs import Job, JobCreate, JobPublic, JobStatus
 from models.lifecycle import MemberRole
 from models.projects import ProjectMember
 from models.schedules import Schedule, SchedulePublic, ScheduleUpdate, TemplateScheduleRequest
@@ -73,6 +78,13 @@ def _check_spec(session: Session, spec_id: str) -> None:
         raise invalid("spec_id", f"no spec {spec_id!r}")
     if not spec.is_active:
         raise invalid("spec_id", f"spec {spec.name!r} is retired")
+
+
+def _job_name_taken(session: Session, project_id: str, name: str) -> bool:
+    statement = select(Job.id).where(
+        Job.project_id == project_id, Job.name == name, Job.status != JobStatus.deleted
+    )
+    return session.exec(statement).first() is not None
 
 
 def _taken(name: str) -> Exception:
@@ -179,6 +191,47 @@ def delete_template(project_id: str, template_id: str, user: CurrentUser, sessio
     session.delete(row)
     session.commit()
     return Response(status_code=204)
+
+
+@router.post(
+    "/{template_id}/run",
+    response_model=JobPublic,
+    status_code=201,
+    description="Run the template as a job of yours now (執行任務). The job is named after the template plus "
+    "the next free number (train1, train2, ...) unless the body gives a name. Idempotency-Key makes retries "
+    "safe.",
+)
+async def run_template(
+    project_id: str,
+    template_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
+    body: TemplateRun | None = None,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> JobPublic:
+    project, members = visible_project(session, project_id, user)
+    template, _ = _readable(session, project_id, template_id, user)
+    require_member(members, user, "run jobs")
+    owner = JobOwner(id=user.id, username=user.username)
+    retried = idempotency_key is not None and (
+        session.get(Job, job_id_for(owner.id, project_id, idempotency_key)) is not None
+    )
+    name = body.name if body and body.name else None
+    if name is None:
+        name = next_job_name(session, project_id, template.name)
+    elif not retried and _job_name_taken(session, project_id, name):
+        raise conflict(f"the project has a job named {name!r} already", field="name")
+    job = JobCreate(
+        name=name,
+        spec_id=template.spec_id,
+        image=template.image,
+        command=template.command,
+        env=template.env,
+        shm_gb=template.shm_gb,
+    )
+    return job_public(await start_job(session, client, settings, project, owner, job, idempotency_key))
 
 
 @router.post(

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from models.base import utcnow
 from tests.api import test_projects
 from tests.api.test_containers import active_project, make_spec
-from tests.api.test_projects import Headers
+from tests.api.test_projects import Headers, eventually
 
 platform = test_projects.platform
 people = test_projects.people
@@ -293,3 +293,46 @@ async def test_a_template_runs_as_a_new_or_an_existing_schedule(
     ).status_code == 404
     url = schedules_url(project["id"])
     assert (await platform.delete(f"{url}/{made['id']}", headers=people["bob"])).status_code == 204
+
+
+async def test_running_a_template_starts_numbered_jobs_of_the_runner(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+) -> None:
+    project = await active_project(platform, people)
+    template = await make_template(
+        platform, people["alice"], project["id"], **template_body(make_spec(engine, vcpu=1), command="true")
+    )
+    url = f"{templates_url(project['id'])}/{template['id']}/run"
+
+    first = await platform.post(url, headers=people["bob"])
+    assert first.status_code == 201, first.text
+    job = first.json()
+    assert (job["name"], job["owner"], job["command"], job["env"]) == (
+        "train1",
+        "bob",
+        "true",
+        {"EPOCHS": "3"},
+    )
+    assert job["spec_id"] == template["spec_id"] and job["image"] == template["image"]
+    key = {"Idempotency-Key": "run-2"}
+    second = await platform.post(url, headers={**people["bob"], **key})
+    again = await platform.post(url, headers={**people["bob"], **key})
+    assert second.json()["name"] == "train2" and again.json()["id"] == second.json()["id"]
+    named = await platform.post(url, headers=people["alice"], json={"name": "custom"})
+    assert (named.status_code, named.json()["name"], named.json()["owner"]) == (201, "custom", "alice")
+    taken = await platform.post(url, headers=people["alice"], json={"name": "train1"})
+    assert (taken.status_code, taken.json()["field"]) == (409, "name")
+    bad = await platform.post(url, headers=people["alice"], json={"name": "Train 3"})
+    assert (bad.status_code, bad.json()["field"]) == (422, "name")
+    assert (await platform.post(url, headers=people["carol"])).status_code == 404
+    assert (await platform.post(url, headers=people["root"])).status_code == 403
+
+    jobs_url = f"/api/v1/projects/{project['id']}/jobs"
+
+    async def all_finished() -> bool:
+        listed = (await platform.get(jobs_url, headers=people["alice"])).json()
+        return listed["total"] == 3 and {j["status"] for j in listed["items"]} == {"succeeded"}
+
+    await eventually(all_finished, seconds=60)
+    listed = (await platform.get(jobs_url, headers=people["alice"])).json()
+    assert sorted(j["name"] for j in listed["items"]) == ["custom", "train1", "train2"]
