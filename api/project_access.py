@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import NamedTuple
 
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
 from api.errors import ApiError, forbidden, not_found
 from config import Settings
@@ -68,6 +70,31 @@ def to_public(project: Project, members: list[ProjectMember], user: User) -> Pro
 
 def project_handle(client: Client, project_id: str) -> WorkflowHandle[ProjectWorkflow, object]:
     return client.get_workflow_handle_for(ProjectWorkflow.run, workflow_id(project_id))
+
+
+class QueuePlace(NamedTuple):
+    position: int  # 1-based
+    reason: str  # what it waits for, e.g. "waiting for resources: 1 GPU short"
+
+    @property
+    def message(self) -> str:
+        return f"{self.reason}, position {self.position}"
+
+
+async def live_queue_places(client: Client, project_id: str) -> dict[str, QueuePlace]:
+    """Each queued resource's place in the project's line now.
+
+    A workload's recorded position is the one its project gave when it joined the queue; the line moves as
+    others leave it, so pages showing a waiting workload ask the project's workflow. Empty once it ended.
+    """
+    try:
+        panel = await project_handle(client, project_id).query(ProjectWorkflow.quota_panel)
+    except RPCError:
+        return {}
+    return {
+        entry.resource_id: QueuePlace(position, entry.reason)
+        for position, entry in enumerate(panel.queue, start=1)
+    }
 
 
 def lifecycle_timings(settings: Settings) -> LifecycleTimings:

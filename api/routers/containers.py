@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NamedTuple
 
@@ -24,7 +25,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from activities.runtime import runtime_from_settings
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
 from api.errors import ApiError, conflict, forbidden, invalid, not_found
-from api.project_access import require_member, require_project_admin, role_in, visible_project
+from api.project_access import (
+    QueuePlace,
+    live_queue_places,
+    require_member,
+    require_project_admin,
+    role_in,
+    visible_project,
+)
 from api.temporal import run_update
 from config import Settings
 from models.accounts import PlatformRole, User
@@ -88,7 +96,9 @@ def _endpoint(raw: dict[str, object]) -> EndpointPublic:
     return EndpointPublic(name=name, host=host, port=port, connect=connect)
 
 
-def to_public(row: Container) -> ContainerPublic:
+def to_public(row: Container, places: dict[str, QueuePlace] | None = None) -> ContainerPublic:
+    """The row as the API shows it; `places` (the project's live queue) corrects a waiting one's place."""
+    place = (places or {}).get(row.id) if row.status == ContainerStatus.waiting else None
     return ContainerPublic(
         id=row.id,
         project_id=row.project_id,
@@ -104,8 +114,8 @@ def to_public(row: Container) -> ContainerPublic:
         services=[str(port["name"]) for port in row.ports],
         status=row.status,
         reason=row.reason,
-        message=row.message,
-        queue_position=row.queue_position,
+        message=place.message if place else row.message,
+        queue_position=place.position if place else row.queue_position,
         endpoints=[_endpoint(raw) for raw in row.endpoints],
         start_at=row.start_at,
         end_at=row.end_at,
@@ -351,10 +361,11 @@ async def create_containers_for_members(
     description="Project admins see every member's containers, members their own. Deleted ones are "
     "hidden unless status asks for them.",
 )
-def list_containers(
+async def list_containers(
     project_id: str,
     user: CurrentUser,
     session: SessionDep,
+    client: TemporalDep,
     status: Annotated[list[ContainerStatus] | None, Query(description="Repeat to match several")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -374,7 +385,17 @@ def list_containers(
     rows = session.exec(
         statement.order_by(col(Container.created_at).desc(), col(Container.id)).offset(offset).limit(limit)
     ).all()
-    return Page(items=[to_public(row) for row in rows], total=total, limit=limit, offset=offset)
+    places = await _places_for(client, session, project_id, rows)
+    return Page(items=[to_public(row, places) for row in rows], total=total, limit=limit, offset=offset)
+
+
+async def _places_for(
+    client: Client, session: Session, project_id: str, rows: Sequence[Container]
+) -> dict[str, QueuePlace]:
+    if not any(row.status == ContainerStatus.waiting for row in rows):
+        return {}
+    release_connection(session)
+    return await live_queue_places(client, project_id)
 
 
 @router.get(
@@ -383,13 +404,19 @@ def list_containers(
     description="Status, queue position, endpoints ready to copy, and the runtime's events and log tail.",
 )
 async def read_container(
-    project_id: str, container_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    project_id: str,
+    container_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: TemporalDep,
 ) -> ContainerDetail:
     row, _ = _readable_container(session, project_id, container_id, user)
+    places = await _places_for(client, session, project_id, [row])
     runtime = runtime_from_settings(settings)
     events = await asyncio.to_thread(runtime.events, project_id, WorkloadKind.container, container_id)
     log_tail = await asyncio.to_thread(runtime.logs, project_id, WorkloadKind.container, container_id, 200)
-    return ContainerDetail(**to_public(row).model_dump(), events=events, log_tail=log_tail)
+    return ContainerDetail(**to_public(row, places).model_dump(), events=events, log_tail=log_tail)
 
 
 async def _delete(client: Client, session: Session, row: Container, user: User) -> ContainerDeleteResult:

@@ -68,6 +68,13 @@ def container_body(spec: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def row_position(engine: Engine, container_id: str) -> int | None:
+    with Session(engine) as session:
+        row = session.get(Container, container_id)
+        assert row is not None
+        return row.queue_position
+
+
 def containers_url(project_id: str) -> str:
     return f"/api/v1/projects/{project_id}/containers"
 
@@ -242,8 +249,25 @@ async def test_a_container_beyond_the_quota_waits_and_starts_after_the_first_is_
         platform, people["bob"], project["id"], second["id"], "waiting", reason="Queued"
     )
     assert waiting["queue_position"] == 1 and waiting["endpoints"] == []
+    third = await create(platform, people["bob"], project["id"], **container_body(spec_id, name="third"))
+    behind = await wait_status(
+        platform, people["bob"], project["id"], third["id"], "waiting", reason="Queued"
+    )
+    assert behind["queue_position"] == 2
 
+    # The line moves up when one ahead leaves it; pages show the place the project holds now.
     url = containers_url(project["id"])
+    await delete_and_wait(platform, people["bob"], project["id"], waiting["id"])
+    moved = (await platform.get(f"{url}/{third['id']}", headers=people["bob"])).json()
+    assert (moved["queue_position"], moved["message"]) == (
+        1,
+        "waiting for resources: 4 vCPU short, position 1",
+    )
+    assert row_position(engine, third["id"]) == 2  # what was recorded when it joined
+    listed = (await platform.get(url, headers=people["alice"], params={"status": "waiting"})).json()
+    assert [(c["id"], c["queue_position"]) for c in listed["items"]] == [(third["id"], 1)]
+    second = third
+
     assert (await platform.delete(f"{url}/{first['id']}", headers=people["alice"])).status_code == 202
     started = await wait_status(platform, people["bob"], project["id"], second["id"], "creating", "running")
     assert started["queue_position"] is None
