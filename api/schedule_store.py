@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import client as temporal
@@ -20,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import release_connection
 from api.errors import ApiError, conflict, invalid, not_found
+from api.project_access import members_of, role_in
 from api.schedule_specs import (
     parse_trigger,
     schedule_id,
@@ -29,7 +31,7 @@ from api.schedule_specs import (
 from models.accounts import User
 from models.base import utcnow
 from models.job_templates import JobTemplate
-from models.lifecycle import ProjectStatus
+from models.lifecycle import MemberRole, ProjectStatus
 from models.projects import Project
 from models.schedules import (
     Schedule,
@@ -43,6 +45,7 @@ from models.schedules import (
 
 log = logging.getLogger("mlcp.api.schedules")
 RECENT_RUNS = 10
+SCHEDULE_ROW_PREFIX = "schedule-"  # job IDs never contain a dash
 
 
 def require_active(project: Project, action: str) -> None:
@@ -274,13 +277,32 @@ def readable_schedule(session: Session, project_id: str, schedule_id_: str) -> S
     return row
 
 
+async def optional_temporal(request: Request) -> Client | None:
+    """The workflow engine if it is reachable; lists that merely add Temporal's view degrade without it."""
+    client: Client | None = await request.app.state.temporal.get()
+    return client
+
+
+OptionalTemporal = Annotated[Client | None, Depends(optional_temporal)]
+
+
 async def upcoming_jobs(
-    session: Session, client: Client, project_id: str, owner_id: str | None = None
+    session: Session,
+    client: Client | None,
+    project_id: str,
+    *,
+    owner_id: str | None = None,
+    owner: str | None = None,
 ) -> list[UpcomingJob]:
-    """Each schedule's next run as a job-list row (manual 5.5.2); ``owner_id`` limits them to one owner's."""
+    """Each schedule's next run as a job-list row (manual 5.5.2), soonest first; ``owner_id`` limits them to
+    one person's schedules (members see their own), ``owner`` is the list's owner filter (a username)."""
+    if client is None:
+        return []
     statement = select(Schedule).where(Schedule.project_id == project_id)
     if owner_id is not None:
         statement = statement.where(Schedule.owner_id == owner_id)
+    if owner is not None:
+        statement = statement.where(Schedule.owner == owner)
     rows = session.exec(statement.order_by(col(Schedule.name))).all()
     descriptions = await describe(session, client, rows)
     upcoming = []
@@ -293,7 +315,7 @@ async def upcoming_jobs(
             continue
         upcoming.append(
             UpcomingJob(
-                id=f"schedule-{row.id}",
+                id=f"{SCHEDULE_ROW_PREFIX}{row.id}",
                 project_id=row.project_id,
                 owner=row.owner,
                 name=row.name,
@@ -304,3 +326,18 @@ async def upcoming_jobs(
             )
         )
     return sorted(upcoming, key=lambda job: job.next_run_at)
+
+
+def refuse_schedule_row(session: Session, project_id: str, job_id: str, user: User) -> None:
+    """A schedule's upcoming row in the job list cannot be deleted on its own: its schedule must go."""
+    if not job_id.startswith(SCHEDULE_ROW_PREFIX):
+        return
+    row = session.get(Schedule, job_id.removeprefix(SCHEDULE_ROW_PREFIX))
+    if row is None or row.project_id != project_id:
+        return  # the jobs router answers 404 as for any unknown job
+    members = members_of(session, [project_id])[project_id]
+    if row.owner_id == user.id or role_in(members, user) == MemberRole.admin:
+        raise conflict(
+            f"this row is the next run of schedule {row.name!r} ({row.id}); it goes away only with the "
+            "schedule: delete the schedule"
+        )

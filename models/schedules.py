@@ -18,8 +18,8 @@ from sqlalchemy import JSON, String, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from models.base import UTCDateTime, new_id, utcnow
-from models.jobs import JobInput
+from models.base import Page, UTCDateTime, new_id, utcnow
+from models.jobs import JobInput, JobPublic
 
 # Job names are at most 40 characters; a schedule's name leaves room for the run number.
 SCHEDULE_NAME_MAX = 32
@@ -258,7 +258,7 @@ class SchedulePublic(BaseModel):
 
 
 class UpcomingJob(BaseModel):
-    """A schedule's next run as a row of the job list; it goes away only with its schedule."""
+    """A schedule's next run as a row of the job list (manual 5.5.2); it goes away only with its schedule."""
 
     id: str  # `schedule-<schedule id>`: never a job's ID
     project_id: str
@@ -270,6 +270,12 @@ class UpcomingJob(BaseModel):
     template_id: str | None
     next_run_at: datetime
     deletable: bool = False
+
+
+class JobListPage(Page[JobPublic]):
+    """The job list: a page of jobs, and on its first page the upcoming runs of the visible schedules."""
+
+    upcoming: list[UpcomingJob] = []
 
 
 # ---- what crosses the ScheduledJobWorkflow boundary -------------------------------------------------

@@ -18,9 +18,10 @@ from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, conflict, forbidden, not_found
 from api.job_start import JobOwner, start_job
 from api.project_access import require_member, role_in, visible_project
+from api.schedule_store import OptionalTemporal, refuse_schedule_row, upcoming_jobs
 from api.temporal import api_error_from_update
 from models.accounts import PlatformRole, User
-from models.base import Page, utcnow
+from models.base import utcnow
 from models.jobs import (
     Job,
     JobCreate,
@@ -35,6 +36,7 @@ from models.jobs import (
 )
 from models.lifecycle import MemberRole
 from models.projects import ProjectMember
+from models.schedules import JobListPage
 from models.workloads import RuntimeEvent, WorkloadKind
 from workflows.job import JobWorkflow, workflow_id
 
@@ -134,19 +136,21 @@ async def create_job(
 
 @router.get(
     "",
-    response_model=Page[JobPublic],
+    response_model=JobListPage,
     description="Project admins see every member's jobs, members their own; newest first. Finished jobs "
-    "stay with their final status; deleted ones are hidden unless status asks for them.",
+    "stay with their final status; deleted ones are hidden unless status asks for them. The first page "
+    "without a status filter also lists each visible schedule's next run under `upcoming`.",
 )
-def list_jobs(
+async def list_jobs(
     project_id: str,
     user: CurrentUser,
     session: SessionDep,
+    client: OptionalTemporal,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> Page[JobPublic]:
+) -> JobListPage:
     _, members = visible_project(session, project_id, user)
     statement = select(Job).where(Job.project_id == project_id)
     if not _sees_all(members, user):
@@ -161,7 +165,14 @@ def list_jobs(
     rows = session.exec(
         statement.order_by(col(Job.created_at).desc(), col(Job.id)).offset(offset).limit(limit)
     ).all()
-    return Page(items=[to_public(row) for row in rows], total=total, limit=limit, offset=offset)
+    items = [to_public(row) for row in rows]
+    mine = None if _sees_all(members, user) else user.id
+    upcoming = (
+        []
+        if status or offset
+        else await upcoming_jobs(session, client, project_id, owner_id=mine, owner=owner)
+    )
+    return JobListPage(items=items, total=total, limit=limit, offset=offset, upcoming=upcoming)
 
 
 @router.get(
@@ -237,6 +248,7 @@ async def _delete(client: Client, session: Session, row: Job, user: User) -> Job
 async def delete_job(
     project_id: str, job_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> JobDeleteResult:
+    refuse_schedule_row(session, project_id, job_id, user)
     return await _delete(client, session, _changeable_job(session, project_id, job_id, user), user)
 
 
@@ -252,6 +264,7 @@ async def delete_jobs(
 
     async def one(job_id: str) -> JobDeleteResult:
         try:
+            refuse_schedule_row(session, project_id, job_id, user)
             return await _delete(client, session, _changeable_job(session, project_id, job_id, user), user)
         except ApiError as exc:
             return JobDeleteResult(id=job_id, ok=False, error=exc.code, message=exc.message)

@@ -163,6 +163,28 @@ async def test_schedule_lifecycle_create_attach_pause_resume_edit_delete(
         (t[11:16] == "12:10" and t.endswith(("Z", "+00:00"))) for t in body["next_runs"]
     ), body["next_runs"]  # 20:10 in Taipei
 
+    # The job list shows the next run as a row that only goes with its schedule.
+    jobs_url, row_id = f"/api/v1/projects/{project['id']}/jobs", f"schedule-{made['id']}"
+    for who in ("alice", "bob"):
+        upcoming = (await platform.get(jobs_url, headers=people[who])).json()["upcoming"]
+        assert [(u["id"], u["name"], u["owner"], u["status"]) for u in upcoming] == [
+            (row_id, "nightly", "bob", "scheduled")
+        ], who
+        assert upcoming[0]["next_run_at"].replace("+00:00", "Z") == body["next_runs"][0].replace(
+            "+00:00", "Z"
+        )
+    assert (await platform.get(jobs_url, headers=people["bob"], params={"offset": 1})).json()[
+        "upcoming"
+    ] == []
+    assert (await platform.get(jobs_url, headers=people["alice"], params={"owner": "alice"})).json()[
+        "upcoming"
+    ] == []
+    refused = await platform.delete(f"{jobs_url}/{row_id}", headers=people["bob"])
+    assert refused.status_code == 409 and "delete the schedule" in refused.json()["message"], refused.text
+    several = await platform.post(f"{jobs_url}/delete", headers=people["alice"], json={"ids": [row_id]})
+    assert several.json()["results"][0]["error"] == "conflict", several.text
+    assert (await platform.delete(f"{jobs_url}/{row_id}", headers=people["carol"])).status_code == 404
+
     paused = await platform.post(
         f"{url}/{made['id']}/pause", headers=people["alice"], json={"note": "holiday"}
     )
@@ -172,6 +194,7 @@ async def test_schedule_lifecycle_create_attach_pause_resume_edit_delete(
         [],
     )
     assert (await handle.describe()).schedule.state.note == "holiday"
+    assert (await platform.get(jobs_url, headers=people["bob"])).json()["upcoming"] == []
     resumed = await platform.post(f"{url}/{made['id']}/resume", headers=people["bob"])
     assert resumed.status_code == 200 and not resumed.json()["paused"], resumed.text
 
