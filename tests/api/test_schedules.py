@@ -64,7 +64,7 @@ async def make_schedule(api: httpx.AsyncClient, who: Headers, project_id: str, *
     return response.json()
 
 
-async def test_templates_are_the_projects_and_changed_by_their_owner_or_project_admins(
+async def test_templates_are_the_projects_changed_by_their_owner_or_project_admins_and_validated(
     platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
 ) -> None:
     project = await active_project(platform, people)
@@ -108,13 +108,13 @@ async def test_templates_are_the_projects_and_changed_by_their_owner_or_project_
     assert (await platform.delete(f"{url}/{made['id']}", headers=people["root"])).status_code == 403
     assert (await platform.delete(f"{url}/{made['id']}", headers=people["bob"])).status_code == 204
     assert (await platform.get(f"{url}/{made['id']}", headers=people["bob"])).status_code == 404
+    await _template_validation_names_the_field(platform, people, engine, project)
 
 
-async def test_template_validation_names_the_field(
-    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+async def _template_validation_names_the_field(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine, project: dict[str, Any]
 ) -> None:
-    project = await active_project(platform, people)
-    spec_id, retired = make_spec(engine, vcpu=1), make_spec(engine, vcpu=2, is_active=False)
+    spec_id, retired = make_spec(engine, vcpu=3), make_spec(engine, vcpu=2, is_active=False)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"name": "Train"}, "name"),
         ({"name": "t" * 33}, "name"),  # leaves room for the run number
@@ -134,7 +134,7 @@ async def test_template_validation_names_the_field(
         assert response.json()["field"] == field, (overrides, response.json())
 
 
-async def test_schedule_lifecycle_create_attach_pause_resume_edit_delete(
+async def test_schedule_lifecycle_visibility_and_refusals(
     platform: httpx.AsyncClient,
     people: dict[str, Headers],
     engine: Engine,
@@ -223,14 +223,16 @@ async def test_schedule_lifecycle_create_attach_pause_resume_edit_delete(
     assert (await platform.get(url, headers=people["alice"])).json()["total"] == 0
     gone = await platform.delete(f"{templates_url(project['id'])}/{template['id']}", headers=people["bob"])
     assert gone.status_code == 204
+    await _who_sees_and_changes_schedules_and_what_is_refused(platform, people, engine, project)
 
 
-async def test_who_sees_and_changes_schedules_and_what_is_refused(
-    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+async def _who_sees_and_changes_schedules_and_what_is_refused(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine, project: dict[str, Any]
 ) -> None:
-    project = await active_project(platform, people)
     url = schedules_url(project["id"])
-    template = await make_template(platform, people["bob"], project["id"], **template_body(make_spec(engine)))
+    template = await make_template(
+        platform, people["bob"], project["id"], **template_body(make_spec(engine, vcpu=4))
+    )
     bobs = await make_schedule(platform, people["bob"], project["id"], template_id=template["id"])
     alices = await make_schedule(
         platform, people["alice"], project["id"], name="weekly", template_id=template["id"]
@@ -279,7 +281,7 @@ async def test_who_sees_and_changes_schedules_and_what_is_refused(
         assert (await platform.delete(f"{url}/{made['id']}", headers=people["alice"])).status_code == 204
 
 
-async def test_a_template_runs_as_a_new_or_an_existing_schedule(
+async def test_a_template_runs_now_and_as_a_new_or_an_existing_schedule(
     platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
 ) -> None:
     project = await active_project(platform, people)
@@ -316,14 +318,17 @@ async def test_a_template_runs_as_a_new_or_an_existing_schedule(
     ).status_code == 404
     url = schedules_url(project["id"])
     assert (await platform.delete(f"{url}/{made['id']}", headers=people["bob"])).status_code == 204
+    await _running_a_template_starts_numbered_jobs_of_the_runner(platform, people, engine, project)
 
 
-async def test_running_a_template_starts_numbered_jobs_of_the_runner(
-    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine
+async def _running_a_template_starts_numbered_jobs_of_the_runner(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine, project: dict[str, Any]
 ) -> None:
-    project = await active_project(platform, people)
     template = await make_template(
-        platform, people["alice"], project["id"], **template_body(make_spec(engine, vcpu=1), command="true")
+        platform,
+        people["alice"],
+        project["id"],
+        **template_body(make_spec(engine, vcpu=1), name="quick", command="true"),
     )
     url = f"{templates_url(project['id'])}/{template['id']}/run"
 
@@ -331,7 +336,7 @@ async def test_running_a_template_starts_numbered_jobs_of_the_runner(
     assert first.status_code == 201, first.text
     job = first.json()
     assert (job["name"], job["owner"], job["command"], job["env"]) == (
-        "train1",
+        "quick1",
         "bob",
         "true",
         {"EPOCHS": "3"},
@@ -340,10 +345,10 @@ async def test_running_a_template_starts_numbered_jobs_of_the_runner(
     key = {"Idempotency-Key": "run-2"}
     second = await platform.post(url, headers={**people["bob"], **key})
     again = await platform.post(url, headers={**people["bob"], **key})
-    assert second.json()["name"] == "train2" and again.json()["id"] == second.json()["id"]
+    assert second.json()["name"] == "quick2" and again.json()["id"] == second.json()["id"]
     named = await platform.post(url, headers=people["alice"], json={"name": "custom"})
     assert (named.status_code, named.json()["name"], named.json()["owner"]) == (201, "custom", "alice")
-    taken = await platform.post(url, headers=people["alice"], json={"name": "train1"})
+    taken = await platform.post(url, headers=people["alice"], json={"name": "quick1"})
     assert (taken.status_code, taken.json()["field"]) == (409, "name")
     bad = await platform.post(url, headers=people["alice"], json={"name": "Train 3"})
     assert (bad.status_code, bad.json()["field"]) == (422, "name")
@@ -358,4 +363,4 @@ async def test_running_a_template_starts_numbered_jobs_of_the_runner(
 
     await eventually(all_finished, seconds=60)
     listed = (await platform.get(jobs_url, headers=people["alice"])).json()
-    assert sorted(j["name"] for j in listed["items"]) == ["custom", "train1", "train2"]
+    assert sorted(j["name"] for j in listed["items"]) == ["custom", "quick1", "quick2"]
