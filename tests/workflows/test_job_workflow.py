@@ -321,6 +321,13 @@ async def test_a_second_job_waits_in_line_until_the_first_finishes(
         recorded = row(engine, waiting.id)
         assert (recorded.status, recorded.queue_position) == (JobStatus.waiting, 1)
 
+        # Deleting a queued job drops its request from the line; it never ran, so it kept no log.
+        third = await start_job(env, tq, project_id, "echo third", gpu=1)
+        behind = await until(env, third, lambda state: state.queue_position == 2)
+        await third.execute_update(JobWorkflow.delete, JobDelete(user_id="bob", username="bob"))
+        assert await third.result() == JobStatus.deleted
+        assert (row(engine, behind.id).status, row(engine, behind.id).log_kept) == (JobStatus.deleted, False)
+
         # A job beyond the whole quota could never run: refused at once, with nothing reserved.
         too_big = await start_job(env, tq, project_id, "echo never", gpu=3)
         assert await too_big.result() == JobStatus.failed
