@@ -8,7 +8,6 @@ first (a repeated delete finds it gone and carries on), then the row.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -28,7 +27,7 @@ from api.schedule_specs import (
     schedule_search_attributes,
     temporal_schedule,
 )
-from models.accounts import User
+from models.accounts import PlatformRole, User
 from models.base import utcnow
 from models.job_templates import JobTemplate
 from models.lifecycle import MemberRole, ProjectStatus
@@ -43,7 +42,6 @@ from models.schedules import (
     UpcomingJob,
 )
 
-log = logging.getLogger("mlcp.api.schedules")
 RECENT_RUNS = 10
 SCHEDULE_ROW_PREFIX = "schedule-"  # job IDs never contain a dash
 
@@ -336,7 +334,11 @@ def refuse_schedule_row(session: Session, project_id: str, job_id: str, user: Us
     if row is None or row.project_id != project_id:
         return  # the jobs router answers 404 as for any unknown job
     members = members_of(session, [project_id])[project_id]
-    if row.owner_id == user.id or role_in(members, user) == MemberRole.admin:
+    if (
+        row.owner_id == user.id
+        or user.role == PlatformRole.admin
+        or role_in(members, user) == MemberRole.admin
+    ):
         raise conflict(
             f"this row is the next run of schedule {row.name!r} ({row.id}); it goes away only with the "
             "schedule: delete the schedule"

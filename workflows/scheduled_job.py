@@ -96,7 +96,8 @@ class ScheduledJobWorkflow:
                 ),
                 static_summary=f"Job “{job.spec.name}” of {job.owner} from a schedule ({job.spec.image})",
             )
-            end = RunEnd(run_id=run_id, outcome=OUTCOMES.get(status, RunOutcome.failed), message=status)
+            outcome = OUTCOMES.get(status, RunOutcome.failed)
+            end = RunEnd(run_id=run_id, outcome=outcome, message=f"job {plan.job_name} {status.value}")
         except ChildWorkflowError as exc:
             end = RunEnd(run_id=run_id, outcome=RunOutcome.failed, message=str(exc.cause or exc))
         await workflow.execute_activity_method(
