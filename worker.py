@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.containers import ContainerAdmission, ContainerRecords
+from activities.containers import ContainerRecords
 from activities.jobs import JobActivities
 from activities.mail import MailActivities
 from activities.projects import ProjectActivities
@@ -46,7 +46,6 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
     mail = MailActivities(engine, settings)
     projects = ProjectActivities(engine)
     containers = ContainerRecords(engine)
-    admission = ContainerAdmission(client)
     runtime = runtime_from_settings(settings)
     workloads = WorkloadActivities(runtime)
     jobs = JobActivities(engine, runtime)
@@ -56,7 +55,6 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         mail.send_mail,
         projects.record_project,
         containers.record_container,
-        admission.admit_in_project,
         workloads.ensure_project_environment,
         workloads.delete_project_environment,
         workloads.apply_workload,

@@ -1,20 +1,13 @@
-"""Container activities: the read model, and admission through the project workflow's ledger."""
+"""Container activities: the read model."""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio import activity
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from models.base import utcnow
 from models.containers import Container, ContainerState
-from models.lifecycle import AdmitRequest, AdmitResult
-
-# Refusals the project workflow gives for good: retrying would be refused the same way.
-FINAL_REFUSALS = {"Conflict", "QuotaExceeded"}
 
 
 class ContainerRecords:
@@ -52,27 +45,3 @@ class ContainerRecords:
             row.version, row.updated_at = state.version, utcnow()
             session.add(row)
             session.commit()
-
-
-class ContainerAdmission:
-    """Workflows cannot send updates to other workflows, so admission goes through this activity."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    @activity.defn
-    async def admit_in_project(self, project_id: str, request: AdmitRequest) -> AdmitResult:
-        handle = self._client.get_workflow_handle(f"project-{project_id}")
-        try:
-            return await handle.execute_update("admit", request, result_type=AdmitResult)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type in FINAL_REFUSALS:
-                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from exc
-            raise
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise ApplicationError(
-                    f"project {project_id} has no running lifecycle", type="Conflict", non_retryable=True
-                ) from exc
-            raise

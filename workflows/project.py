@@ -25,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
         WORKLOAD_SHUTDOWN_SIGNAL,
         AdmissionAnswer,
         AdmitRequest,
-        AdmitResult,
         Application,
         ApplicationStatus,
         ApplicationType,
@@ -442,7 +441,7 @@ class ProjectWorkflow:
     def request_admission(self, request: AdmitRequest) -> None:
         """A workload asks for its reservation; the answer goes back as a signal from the main loop."""
         try:
-            self.validate_admit(request)
+            self._check_admission(request)
         except ApplicationError as refusal:
             answer = AdmissionAnswer(
                 resource_id=request.resource_id, admitted=False, reason=refusal.message, refusal=refusal.type
@@ -453,17 +452,10 @@ class ProjectWorkflow:
         self._answers.append((request.workflow_id, answer))
         self._wakeups += 1
 
-    @workflow.update
-    async def admit(self, request: AdmitRequest) -> AdmitResult:
-        self.validate_admit(request)
-        result = self._ledger.admit(request, self._state.quota, workflow.now())
-        self._wakeups += 1
-        return result
-
-    @admit.validator
-    def validate_admit(self, request: AdmitRequest) -> None:
+    def _check_admission(self, request: AdmitRequest) -> None:
+        """Raise the refusal a request gets for good; a request already in the ledger is a retry."""
         if self._ledger.get(request.resource_id) is not None:
-            return  # idempotent retry
+            return
         if self._state.status != ProjectStatus.active or self._state.delete_requested_by:
             raise conflict(
                 f"the project is {self._state.status.value}; new resources can be created only "

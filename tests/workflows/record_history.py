@@ -20,6 +20,7 @@ from models.lifecycle import Application, ApplicationType, Decision, WorkloadEve
 from tests.workflows.fake_workload import FakeWorkloadWorkflow
 from tests.workflows.project_harness import (
     MailCatcher,
+    admit,
     new_state,
     project_worker,
     start_project,
@@ -50,8 +51,8 @@ async def record() -> None:
                 ProjectWorkflow.decide, Decision(application_id="a-replay1", approve=True, **admin)
             )
             await env.sleep(timedelta(days=2))
-            _, request = await start_workload(env.client, tq, state.id, "r1", gpu=1)
-            await handle.execute_update(ProjectWorkflow.admit, request)
+            workload, request = await start_workload(env.client, tq, state.id, "r1", gpu=1)
+            await admit(handle, workload, request)
             await handle.signal(ProjectWorkflow.workload_running, WorkloadEvent(resource_id="r1"))
             extension = Application(
                 id="ext-r",

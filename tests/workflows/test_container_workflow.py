@@ -16,7 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities.containers import ContainerAdmission, ContainerRecords
+from activities.containers import ContainerRecords
 from activities.gpu import GpuDevice
 from activities.kube import KubernetesRuntime
 from activities.local import LocalRuntime
@@ -72,7 +72,6 @@ async def container_worker(
     workloads = WorkloadActivities(runtime)
     activities: list[Callable[..., Any]] = [
         ContainerRecords(engine).record_container,
-        ContainerAdmission(env.client).admit_in_project,
         workloads.apply_workload,
         workloads.workload_status,
         workloads.delete_workload,
