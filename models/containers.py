@@ -12,6 +12,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
+from models.workload_lifecycle import WorkloadLifecycleState, WorkloadTimings
 from models.workloads import STANDARD_PORTS, Endpoint, RuntimeEvent, WorkloadSpec
 
 
@@ -52,43 +53,17 @@ class Container(SQLModel, table=True):
     updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class ContainerTimings(BaseModel):
-    """How often the workflow looks at the runtime; tests shorten them."""
-
-    first_poll: timedelta = timedelta(seconds=1)
-    max_poll: timedelta = timedelta(seconds=30)  # while creating, polls back off up to this
+class ContainerTimings(WorkloadTimings):
     check_interval: timedelta = timedelta(hours=1)  # once running or failed: rare looks keep history small
-    apply_timeout: timedelta = timedelta(minutes=2)
-    delete_timeout: timedelta = timedelta(minutes=2)
 
 
-class ContainerState(BaseModel):
+class ContainerState(WorkloadLifecycleState):
     """Everything the workflow owns; carried through continue-as-new."""
 
-    id: str
-    project_id: str
-    owner_id: str
-    owner: str
-    name: str
-    spec_id: str | None = None  # the catalog spec it was created from, if any
-    spec: WorkloadSpec
+    status: ContainerStatus = ContainerStatus.scheduled
     start_at: datetime | None = None
     end_at: datetime | None = None
-    created_at: datetime
-    status: ContainerStatus = ContainerStatus.scheduled
-    reason: str = ""
-    message: str = ""
-    queue_position: int | None = None
     endpoints: list[Endpoint] = []
-    admission_requested: bool = False  # asked the project; its answer comes as a signal
-    admission_answered: bool = False
-    registered: bool = False  # the project's ledger holds its request (queued or reserved)
-    admitted: bool = False
-    applied: bool = False  # the runtime may hold a workload for it
-    running_reported: bool = False
-    delete_requested_by: str | None = None
-    shutdown_reason: str | None = None
-    version: int = 0
 
 
 class ContainerInput(BaseModel):

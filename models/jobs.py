@@ -16,6 +16,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
+from models.workload_lifecycle import WorkloadLifecycleState, WorkloadTimings
 from models.workloads import RuntimeEvent, WorkloadSpec
 
 # The stored log keeps the end of the output: that is where a failure explains itself.
@@ -80,52 +81,26 @@ class JobLog(SQLModel, table=True):
 # ---- what crosses the workflow boundary -----------------------------------------------------------
 
 
-class JobTimings(BaseModel):
-    """How often the workflow looks at the runtime; tests shorten them."""
-
-    first_poll: timedelta = timedelta(seconds=2)
+class JobTimings(WorkloadTimings):
     max_poll: timedelta = timedelta(minutes=5)  # jobs run for days: back off to a look every few minutes
-    gone_max_poll: timedelta = timedelta(seconds=30)  # after a delete: the next in line waits for it
     # Kubernetes deletes a job's pods at its deadline, and their log with them: keep a copy shortly before.
     log_before_deadline: timedelta = timedelta(minutes=5)
-    apply_timeout: timedelta = timedelta(minutes=2)
-    delete_timeout: timedelta = timedelta(minutes=2)
     log_timeout: timedelta = timedelta(minutes=2)
 
 
-class JobState(BaseModel):
+class JobState(WorkloadLifecycleState):
     """Everything the workflow owns; carried through continue-as-new."""
 
-    id: str
-    project_id: str
-    owner_id: str
-    owner: str
-    name: str
-    spec_id: str | None = None
-    command: str
-    spec: WorkloadSpec
-    created_at: datetime
     status: JobStatus = JobStatus.waiting
-    reason: str = ""
-    message: str = ""
+    command: str
     exit_code: int | None = None
-    queue_position: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    admission_requested: bool = False  # asked the project; its answer comes as a signal
-    admission_answered: bool = False
-    registered: bool = False  # the project's ledger holds its request (queued or reserved)
-    admitted: bool = False
-    applied: bool = False  # the runtime may hold a workload for it
     applied_at: datetime | None = None  # workflow time; the runtime's deadline counts from about then
-    running_reported: bool = False
     log_snapshot_taken: bool = False  # the copy taken before the deadline
     log_kept: bool = False
     cleaned_up: bool = False  # workload gone and reservation released: the job is over
     poll_delay: timedelta | None = None  # the back-off reached, so continue-as-new does not restart it
-    delete_requested_by: str | None = None
-    shutdown_reason: str | None = None
-    version: int = 0
 
 
 class JobInput(BaseModel):
