@@ -52,9 +52,16 @@ async def get_temporal(request: Request) -> Client:
     return client
 
 
+async def get_optional_temporal(request: Request) -> Client | None:
+    """The workflow engine if it is reachable: pages that merely add its live view degrade without it."""
+    client: Client | None = await request.app.state.temporal.get()
+    return client
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 

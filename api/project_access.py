@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
+from api.deps import release_connection
 from api.errors import ApiError, forbidden, not_found
 from config import Settings
 from models.accounts import PlatformRole, User
@@ -28,6 +30,44 @@ def members_of(session: Session, project_ids: list[str]) -> dict[str, list[Proje
 
 def role_in(members: list[ProjectMember], user: User) -> MemberRole | None:
     return next((m.role for m in members if m.user_id == user.id), None)
+
+
+class MembersWorkload(Protocol):
+    """A row a member owns inside a project: a container, a job."""
+
+    id: str
+    project_id: str
+    owner_id: str
+
+
+WorkloadRow = TypeVar("WorkloadRow", bound=MembersWorkload)
+
+
+def sees_every_workload(members: list[ProjectMember], user: User) -> bool:
+    """Project admins (and platform admins) see every member's workloads; members only their own."""
+    return user.role == PlatformRole.admin or role_in(members, user) == MemberRole.admin
+
+
+def readable_workload(
+    session: Session, model: type[WorkloadRow], noun: str, project_id: str, row_id: str, user: User
+) -> tuple[WorkloadRow, list[ProjectMember]]:
+    """Owners and project admins see a workload; to other members it does not exist (404, not 403)."""
+    _, members = visible_project(session, project_id, user)
+    row = session.get(model, row_id)
+    if row is None or row.project_id != project_id:
+        raise not_found(noun, row_id)
+    if row.owner_id != user.id and not sees_every_workload(members, user):
+        raise not_found(noun, row_id)
+    return row, members
+
+
+def changeable_workload(
+    session: Session, model: type[WorkloadRow], noun: str, project_id: str, row_id: str, user: User
+) -> WorkloadRow:
+    row, members = readable_workload(session, model, noun, project_id, row_id, user)
+    if row.owner_id != user.id and role_in(members, user) != MemberRole.admin:
+        raise forbidden(f"only the {noun}'s owner and the project's admins may change it")
+    return row
 
 
 def visible_project(session: Session, project_id: str, user: User) -> tuple[Project, list[ProjectMember]]:
@@ -70,6 +110,24 @@ def to_public(project: Project, members: list[ProjectMember], user: User) -> Pro
 
 def project_handle(client: Client, project_id: str) -> WorkflowHandle[ProjectWorkflow, object]:
     return client.get_workflow_handle_for(ProjectWorkflow.run, workflow_id(project_id))
+
+
+class QueuedWorkload(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+async def live_places_for(
+    client: Client | None, session: Session, project_id: str, rows: Sequence[QueuedWorkload]
+) -> dict[str, QueuePlace]:
+    """The live queue places for the waiting rows about to be shown (nothing to ask when none waits)."""
+    if client is None or not any(row.status == "waiting" for row in rows):
+        return {}
+    release_connection(session)
+    return await live_queue_places(client, project_id)
 
 
 class QueuePlace(NamedTuple):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import warnings
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NamedTuple
 
@@ -23,19 +22,28 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.runtime import runtime_from_settings
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
-from api.errors import ApiError, conflict, forbidden, invalid, not_found
+from api.deps import (
+    CurrentUser,
+    OptionalTemporalDep,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    release_connection,
+)
+from api.errors import ApiError, conflict, invalid
 from api.project_access import (
     QueuePlace,
-    live_queue_places,
+    changeable_workload,
+    live_places_for,
+    readable_workload,
     require_member,
     require_project_admin,
-    role_in,
+    sees_every_workload,
     visible_project,
 )
 from api.temporal import run_update
 from config import Settings
-from models.accounts import PlatformRole, User
+from models.accounts import User
 from models.base import Page, new_id, utcnow
 from models.catalog import GpuModel, Spec
 from models.containers import (
@@ -52,8 +60,8 @@ from models.containers import (
     ContainerStatus,
     EndpointPublic,
 )
-from models.lifecycle import MemberRole, ProjectStatus
-from models.projects import Project, ProjectMember
+from models.lifecycle import ProjectStatus
+from models.projects import Project
 from models.workloads import (
     STANDARD_PORTS,
     Credentials,
@@ -122,30 +130,6 @@ def to_public(row: Container, places: dict[str, QueuePlace] | None = None) -> Co
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-
-
-def _sees_all(members: list[ProjectMember], user: User) -> bool:
-    return user.role == PlatformRole.admin or role_in(members, user) == MemberRole.admin
-
-
-def _readable_container(
-    session: Session, project_id: str, container_id: str, user: User
-) -> tuple[Container, list[ProjectMember]]:
-    """Owners and project admins see a container; to other members it does not exist."""
-    _, members = visible_project(session, project_id, user)
-    row = session.get(Container, container_id)
-    if row is None or row.project_id != project_id:
-        raise not_found("container", container_id)
-    if row.owner_id != user.id and not _sees_all(members, user):
-        raise not_found("container", container_id)
-    return row, members
-
-
-def _changeable_container(session: Session, project_id: str, container_id: str, user: User) -> Container:
-    row, members = _readable_container(session, project_id, container_id, user)
-    if row.owner_id != user.id and role_in(members, user) != MemberRole.admin:
-        raise forbidden("only the container's owner and the project's admins may change it")
-    return row
 
 
 def _resources(session: Session, body: ContainerCreate) -> tuple[Spec, ResourceRequest]:
@@ -365,7 +349,7 @@ async def list_containers(
     project_id: str,
     user: CurrentUser,
     session: SessionDep,
-    client: TemporalDep,
+    client: OptionalTemporalDep,
     status: Annotated[list[ContainerStatus] | None, Query(description="Repeat to match several")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -373,7 +357,7 @@ async def list_containers(
 ) -> Page[ContainerPublic]:
     _, members = visible_project(session, project_id, user)
     statement = select(Container).where(Container.project_id == project_id)
-    if not _sees_all(members, user):
+    if not sees_every_workload(members, user):
         statement = statement.where(Container.owner_id == user.id)
     if status:
         statement = statement.where(col(Container.status).in_(status))
@@ -385,17 +369,8 @@ async def list_containers(
     rows = session.exec(
         statement.order_by(col(Container.created_at).desc(), col(Container.id)).offset(offset).limit(limit)
     ).all()
-    places = await _places_for(client, session, project_id, rows)
+    places = await live_places_for(client, session, project_id, rows)
     return Page(items=[to_public(row, places) for row in rows], total=total, limit=limit, offset=offset)
-
-
-async def _places_for(
-    client: Client, session: Session, project_id: str, rows: Sequence[Container]
-) -> dict[str, QueuePlace]:
-    if not any(row.status == ContainerStatus.waiting for row in rows):
-        return {}
-    release_connection(session)
-    return await live_queue_places(client, project_id)
 
 
 @router.get(
@@ -409,10 +384,10 @@ async def read_container(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
-    client: TemporalDep,
+    client: OptionalTemporalDep,
 ) -> ContainerDetail:
-    row, _ = _readable_container(session, project_id, container_id, user)
-    places = await _places_for(client, session, project_id, [row])
+    row, _ = readable_workload(session, Container, "container", project_id, container_id, user)
+    places = await live_places_for(client, session, project_id, [row])
     runtime = runtime_from_settings(settings)
     events = await asyncio.to_thread(runtime.events, project_id, WorkloadKind.container, container_id)
     log_tail = await asyncio.to_thread(runtime.logs, project_id, WorkloadKind.container, container_id, 200)
@@ -440,9 +415,8 @@ async def _delete(client: Client, session: Session, row: Container, user: User) 
 async def delete_container(
     project_id: str, container_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> ContainerDeleteResult:
-    return await _delete(
-        client, session, _changeable_container(session, project_id, container_id, user), user
-    )
+    row = changeable_workload(session, Container, "container", project_id, container_id, user)
+    return await _delete(client, session, row, user)
 
 
 @router.post(
@@ -457,9 +431,8 @@ async def delete_containers(
 
     async def one(container_id: str) -> ContainerDeleteResult:
         try:
-            return await _delete(
-                client, session, _changeable_container(session, project_id, container_id, user), user
-            )
+            row = changeable_workload(session, Container, "container", project_id, container_id, user)
+            return await _delete(client, session, row, user)
         except ApiError as exc:
             return ContainerDeleteResult(id=container_id, ok=False, error=exc.code, message=exc.message)
 

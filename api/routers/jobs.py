@@ -14,13 +14,21 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.jobs import LOG_TAIL_LINES, last_bytes
 from activities.runtime import WorkloadRuntime, runtime_from_settings
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError, conflict, forbidden, not_found
+from api.deps import CurrentUser, OptionalTemporalDep, SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError, conflict
 from api.job_start import JobOwner, start_job
-from api.project_access import require_member, role_in, visible_project
+from api.project_access import (
+    QueuePlace,
+    changeable_workload,
+    live_places_for,
+    readable_workload,
+    require_member,
+    sees_every_workload,
+    visible_project,
+)
 from api.schedule_store import OptionalTemporal, refuse_schedule_row, upcoming_jobs
 from api.temporal import api_error_from_update
-from models.accounts import PlatformRole, User
+from models.accounts import User
 from models.base import utcnow
 from models.jobs import (
     Job,
@@ -34,8 +42,6 @@ from models.jobs import (
     JobPublic,
     JobStatus,
 )
-from models.lifecycle import MemberRole
-from models.projects import ProjectMember
 from models.schedules import JobListPage
 from models.workloads import RuntimeEvent, WorkloadKind
 from workflows.job import JobWorkflow, workflow_id
@@ -45,7 +51,9 @@ router = APIRouter(prefix="/api/v1/projects/{project_id}/jobs", tags=["jobs"])
 DETAIL_LOG_LINES = 200
 
 
-def to_public(row: Job) -> JobPublic:
+def to_public(row: Job, places: dict[str, QueuePlace] | None = None) -> JobPublic:
+    """The row as the API shows it; `places` (the project's live queue) corrects a waiting one's place."""
+    place = (places or {}).get(row.id) if row.status == JobStatus.waiting else None
     return JobPublic(
         id=row.id,
         project_id=row.project_id,
@@ -63,38 +71,14 @@ def to_public(row: Job) -> JobPublic:
         max_runtime_seconds=row.max_runtime_seconds,
         status=row.status,
         reason=row.reason,
-        message=row.message,
+        message=place.message if place else row.message,
         exit_code=row.exit_code,
-        queue_position=row.queue_position,
+        queue_position=place.position if place else row.queue_position,
         started_at=row.started_at,
         finished_at=row.finished_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-
-
-def _sees_all(members: list[ProjectMember], user: User) -> bool:
-    return user.role == PlatformRole.admin or role_in(members, user) == MemberRole.admin
-
-
-def _readable_job(
-    session: Session, project_id: str, job_id: str, user: User
-) -> tuple[Job, list[ProjectMember]]:
-    """Owners and project admins see a job; to other members it does not exist."""
-    _, members = visible_project(session, project_id, user)
-    row = session.get(Job, job_id)
-    if row is None or row.project_id != project_id:
-        raise not_found("job", job_id)
-    if row.owner_id != user.id and not _sees_all(members, user):
-        raise not_found("job", job_id)
-    return row, members
-
-
-def _changeable_job(session: Session, project_id: str, job_id: str, user: User) -> Job:
-    row, members = _readable_job(session, project_id, job_id, user)
-    if row.owner_id != user.id and role_in(members, user) != MemberRole.admin:
-        raise forbidden("only the job's owner and the project's admins may change it")
-    return row
 
 
 async def _log(session: Session, runtime: WorkloadRuntime, row: Job, tail_lines: int) -> str:
@@ -153,7 +137,7 @@ async def list_jobs(
 ) -> JobListPage:
     _, members = visible_project(session, project_id, user)
     statement = select(Job).where(Job.project_id == project_id)
-    if not _sees_all(members, user):
+    if not sees_every_workload(members, user):
         statement = statement.where(Job.owner_id == user.id)
     if status:
         statement = statement.where(col(Job.status).in_(status))
@@ -165,8 +149,9 @@ async def list_jobs(
     rows = session.exec(
         statement.order_by(col(Job.created_at).desc(), col(Job.id)).offset(offset).limit(limit)
     ).all()
-    items = [to_public(row) for row in rows]
-    mine = None if _sees_all(members, user) else user.id
+    places = await live_places_for(client, session, project_id, rows)
+    items = [to_public(row, places) for row in rows]
+    mine = None if sees_every_workload(members, user) else user.id
     upcoming = (
         []
         if status or offset
@@ -182,15 +167,21 @@ async def list_jobs(
     "last 200 lines of the log (live while it runs, the kept copy once it has finished).",
 )
 async def read_job(
-    project_id: str, job_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    project_id: str,
+    job_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: OptionalTemporalDep,
 ) -> JobDetail:
-    row, _ = _readable_job(session, project_id, job_id, user)
+    row, _ = readable_workload(session, Job, "job", project_id, job_id, user)
+    places = await live_places_for(client, session, project_id, [row])
     runtime = runtime_from_settings(settings)
     events: list[RuntimeEvent] = []
     if not row.log_kept:
         events = await asyncio.to_thread(runtime.events, project_id, WorkloadKind.job, job_id)
     log_tail = await _log(session, runtime, row, DETAIL_LOG_LINES)
-    return JobDetail(**to_public(row).model_dump(), events=events, log_tail=log_tail)
+    return JobDetail(**to_public(row, places).model_dump(), events=events, log_tail=log_tail)
 
 
 @router.get(
@@ -201,7 +192,7 @@ async def read_job(
 async def read_job_log(
     project_id: str, job_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> PlainTextResponse:
-    row, _ = _readable_job(session, project_id, job_id, user)
+    row, _ = readable_workload(session, Job, "job", project_id, job_id, user)
     text = await _log(session, runtime_from_settings(settings), row, LOG_TAIL_LINES)
     return PlainTextResponse(text)
 
@@ -249,7 +240,8 @@ async def delete_job(
     project_id: str, job_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> JobDeleteResult:
     refuse_schedule_row(session, project_id, job_id, user)
-    return await _delete(client, session, _changeable_job(session, project_id, job_id, user), user)
+    row = changeable_workload(session, Job, "job", project_id, job_id, user)
+    return await _delete(client, session, row, user)
 
 
 @router.post(
@@ -265,7 +257,8 @@ async def delete_jobs(
     async def one(job_id: str) -> JobDeleteResult:
         try:
             refuse_schedule_row(session, project_id, job_id, user)
-            return await _delete(client, session, _changeable_job(session, project_id, job_id, user), user)
+            row = changeable_workload(session, Job, "job", project_id, job_id, user)
+            return await _delete(client, session, row, user)
         except ApiError as exc:
             return JobDeleteResult(id=job_id, ok=False, error=exc.code, message=exc.message)
 
