@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import client as temporal
@@ -273,15 +272,6 @@ def readable_schedule(session: Session, project_id: str, schedule_id_: str) -> S
     if row is None or row.project_id != project_id:
         raise not_found("schedule", schedule_id_)
     return row
-
-
-async def optional_temporal(request: Request) -> Client | None:
-    """The workflow engine if it is reachable; lists that merely add Temporal's view degrade without it."""
-    client: Client | None = await request.app.state.temporal.get()
-    return client
-
-
-OptionalTemporal = Annotated[Client | None, Depends(optional_temporal)]
 
 
 async def upcoming_jobs(

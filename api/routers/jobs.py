@@ -26,7 +26,7 @@ from api.project_access import (
     sees_every_workload,
     visible_project,
 )
-from api.schedule_store import OptionalTemporal, refuse_schedule_row, upcoming_jobs
+from api.schedule_store import refuse_schedule_row, upcoming_jobs
 from api.temporal import api_error_from_update
 from models.accounts import User
 from models.base import utcnow
@@ -129,7 +129,7 @@ async def list_jobs(
     project_id: str,
     user: CurrentUser,
     session: SessionDep,
-    client: OptionalTemporal,
+    client: OptionalTemporalDep,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match several")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
