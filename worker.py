@@ -66,6 +66,7 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         schedules.plan_scheduled_run,
         schedules.record_run_end,
         schedules.pause_schedule,
+        schedules.stop_project_schedules,
     ]
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.client import Client, ScheduleUpdate, ScheduleUpdateInput
 from temporalio.exceptions import ApplicationError
@@ -42,6 +42,14 @@ class RunRequest(BaseModel):
 
 class PauseOrder(BaseModel):
     schedule_id: str
+    note: str
+    action: StopAction
+
+
+class ProjectSchedulesStop(BaseModel):
+    """Every schedule of a project stops with it: paused at grace, removed from Temporal at deletion."""
+
+    project_id: str
     note: str
     action: StopAction
 
@@ -177,6 +185,20 @@ class ScheduleActivities:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
         await asyncio.to_thread(self._record_pause, order)
+
+    @activity.defn
+    async def stop_project_schedules(self, order: ProjectSchedulesStop) -> int:
+        """Pause (or remove) each of the project's schedules; how many there were. Safe to repeat."""
+        schedule_ids = await asyncio.to_thread(self._schedule_ids, order.project_id)
+        for schedule_id in schedule_ids:
+            await self.pause_schedule(
+                PauseOrder(schedule_id=schedule_id, note=order.note, action=order.action)
+            )
+        return len(schedule_ids)
+
+    def _schedule_ids(self, project_id: str) -> list[str]:
+        with Session(self._engine) as session:
+            return list(session.exec(select(Schedule.id).where(Schedule.project_id == project_id)))
 
     def _record_pause(self, order: PauseOrder) -> None:
         with Session(self._engine) as session:

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.projects import ProjectActivities
+    from activities.schedules import ProjectSchedulesStop, ScheduleActivities
     from activities.workloads import WorkloadActivities
     from models.lifecycle import (
         PROJECT_ADMISSION_REQUEST_SIGNAL,
@@ -43,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         WorkloadEvent,
     )
     from models.mail import MailMessage
+    from models.schedules import StopAction
     from models.workloads import ProjectEnvironment
     from workflows import project_mail, search_attributes
     from workflows.ledger import QuotaLedger
@@ -53,6 +55,7 @@ RECORD_TIMEOUT = timedelta(seconds=30)
 ENVIRONMENT_TIMEOUT = timedelta(minutes=2)
 WITH_ENVIRONMENT = {ProjectStatus.active, ProjectStatus.grace}
 MAIL_TIMEOUT = timedelta(minutes=1)
+SCHEDULES_TIMEOUT = timedelta(minutes=2)
 MAIL_RETRY = RetryPolicy(maximum_attempts=20, maximum_interval=timedelta(minutes=10))
 
 
@@ -78,6 +81,7 @@ class ProjectWorkflow:
         self._to_admit: list[LedgerEntry] = []
         self._to_shut_down: list[LedgerEntry] = []
         self._answers: list[tuple[str, AdmissionAnswer]] = []  # (workload's workflow ID, its answer)
+        self._schedules_stop: ProjectSchedulesStop | None = None
         # Ledger changes wake the main loop without a new read-model version: the read model holds no
         # ledger, so a busy project must not write its row on every admit and release.
         self._wakeups = 0
@@ -107,7 +111,9 @@ class ProjectWorkflow:
             if self._state.status == ProjectStatus.deleting:
                 continue
             version, wakeups = self._state.version, self._wakeups
-            pending = self._outbox or self._to_admit or self._to_shut_down or self._answers
+            pending = bool(self._outbox or self._to_admit or self._to_shut_down or self._answers) or (
+                self._schedules_stop is not None
+            )
             if pending or self._recorded_version < version:
                 continue
             timeout = None if wake_at is None else max(wake_at - workflow.now(), timedelta(0))
@@ -156,6 +162,11 @@ class ProjectWorkflow:
             state.expiry_notice_for = state.details.end_at
             self._mail(project_mail.expired(state, self._admin_ids(), grace_ends))
         self._shut_down_workloads()
+        self._schedules_stop = ProjectSchedulesStop(
+            project_id=state.id,
+            note="the project's end date has passed (grace period)",
+            action=StopAction.pause,
+        )
 
     async def _delete_everything(self, reason: str) -> None:
         state = self._state
@@ -171,6 +182,10 @@ class ProjectWorkflow:
             workflow.logger.warning(
                 "workloads still registered after shutdown timeout: %s", [e.resource_id for e in state.ledger]
             )
+        self._schedules_stop = ProjectSchedulesStop(
+            project_id=state.id, note="the project is deleted", action=StopAction.remove
+        )
+        await self._flush()
         await workflow.execute_activity_method(
             WorkloadActivities.delete_project_environment,
             state.id,
@@ -216,6 +231,14 @@ class ProjectWorkflow:
         while self._to_admit:
             entry = self._to_admit.pop(0)
             await self._signal_workload(entry.workflow_id, entry.resource_id, WORKLOAD_ADMITTED_SIGNAL)
+        if self._schedules_stop is not None:
+            # Schedules start nothing once the project is not active; at grace they stop firing at all.
+            await workflow.execute_activity_method(
+                ScheduleActivities.stop_project_schedules,
+                self._schedules_stop,
+                start_to_close_timeout=SCHEDULES_TIMEOUT,
+            )
+            self._schedules_stop = None
         while self._to_shut_down:
             entry = self._to_shut_down.pop(0)
             notice = ShutdownNotice(project_id=self._state.id, reason=self._state.status.value)

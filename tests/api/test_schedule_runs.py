@@ -15,11 +15,12 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import ScheduleBackfill
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from models.base import utcnow
 from models.jobs import Job
-from models.schedules import RunOutcome, ScheduleRun
+from models.schedules import RunOutcome, Schedule, ScheduleRun
 from tests.api import test_projects
 from tests.api.test_containers import active_project, make_spec
 from tests.api.test_projects import Headers, eventually
@@ -124,7 +125,7 @@ async def test_single_line_runs_wait_for_the_previous_job_and_multi_line_runs_ov
         assert deleted.status_code == 204
 
 
-async def test_a_run_in_a_project_that_is_no_longer_active_starts_no_job_and_pauses_the_schedule(
+async def test_grace_pauses_the_project_schedules_and_a_run_fired_anyway_starts_no_job(
     platform: httpx.AsyncClient,
     people: dict[str, Headers],
     engine: Engine,
@@ -148,16 +149,23 @@ async def test_a_run_in_a_project_that_is_no_longer_active_starts_no_job_and_pau
     made = await make_schedule(platform, people["bob"], project["id"], template_id=template["id"])
     await eventually(lambda: status_is("grace"), seconds=30)
 
-    refused = await platform.post(f"{url}/{made['id']}/trigger", headers=people["bob"])
-    assert refused.status_code == 409 and "grace" in refused.json()["message"], refused.text
-    # The schedule still fires on its own (here: triggered behind the API's back, as a timer would).
+    # The project pauses its schedules as grace begins, before any of them fires.
     handle = dev_server_env.client.get_schedule_handle(f"schedule-{made['id']}")
-    await handle.trigger()
 
     async def paused() -> bool:
         return (await handle.describe()).schedule.state.paused
 
     await eventually(paused)
+    assert runs_of(engine, made["id"]) == []
+    refused = await platform.post(f"{url}/{made['id']}/trigger", headers=people["bob"])
+    assert refused.status_code == 409 and "grace" in refused.json()["message"], refused.text
+    # A run that fires all the same (triggered behind the API's back) starts no job either.
+    await handle.trigger()
+
+    async def recorded() -> bool:
+        return len(runs_of(engine, made["id"])) == 1
+
+    await eventually(recorded)
     (run,) = runs_of(engine, made["id"])
     assert run.outcome == RunOutcome.skipped and run.job_id is None and "grace" in run.message
     detail = (await platform.get(f"{url}/{made['id']}", headers=people["bob"])).json()
@@ -167,4 +175,21 @@ async def test_a_run_in_a_project_that_is_no_longer_active_starts_no_job_and_pau
     assert resumed.status_code == 409, resumed.text
     with Session(engine) as session:
         assert session.exec(select(Job).where(Job.project_id == project["id"])).first() is None
-    assert (await platform.delete(f"{url}/{made['id']}", headers=people["bob"])).status_code == 204
+
+    # Deleting the project removes its schedules from Temporal; the rows stay, paused, saying why.
+    project_url = f"/api/v1/projects/{project['id']}"
+    code = (await platform.get(project_url, headers=people["alice"])).json()["delete_code"]
+    deleting = await platform.delete(project_url, headers=people["alice"], params={"confirmation_code": code})
+    assert deleting.status_code == 202, deleting.text
+
+    async def removed() -> bool:
+        try:
+            await handle.describe()
+        except RPCError as exc:
+            return exc.status == RPCStatusCode.NOT_FOUND
+        return False
+
+    await eventually(removed)
+    with Session(engine) as session:
+        row = session.get(Schedule, made["id"])
+        assert row is not None and row.paused and row.pause_note == "the project is deleted"

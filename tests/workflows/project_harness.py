@@ -21,7 +21,9 @@ from temporalio.worker import Worker
 from activities.local import LocalRuntime
 from activities.projects import ProjectActivities
 from activities.runtime import WorkloadRuntime
+from activities.schedules import ScheduleActivities
 from activities.workloads import WorkloadActivities
+from config import Settings
 from models.accounts import User
 from models.database import session_scope
 from models.lifecycle import (
@@ -125,6 +127,7 @@ async def project_worker(
     # Projects keep a place in the runtime from activation to deletion: a local one here.
     with tempfile.TemporaryDirectory(prefix="mlcp-projects-") as home:
         environments = WorkloadActivities(runtime or LocalRuntime(Path(home)))
+        schedules = ScheduleActivities(engine, client, Settings(home=Path(home)))
         async with Worker(
             client,
             task_queue=task_queue,
@@ -134,6 +137,7 @@ async def project_worker(
                 mail.send_mail,
                 environments.ensure_project_environment,
                 environments.delete_project_environment,
+                schedules.stop_project_schedules,
                 *(extra_activities or []),
             ],
             activity_executor=ThreadPoolExecutor(max_workers=8),
