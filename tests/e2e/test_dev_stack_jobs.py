@@ -83,6 +83,14 @@ async def test_a_member_runs_jobs_templates_and_a_schedule(dev_stack: DevStack) 
             return scheduled_job.get("status") == "succeeded"
 
         await _eventually(ran)
-        runs = (await api.get(f"{schedules}/{schedule_id}", headers=bob)).json()["recent_runs"]
-        assert [(run["job_id"], run["outcome"]) for run in runs] == [(scheduled_job["id"], "succeeded")]
+        runs: list[tuple[str, str]] = []
+
+        async def run_recorded() -> bool:
+            # The run ends (and is recorded) just after its job's own record says succeeded.
+            detail = (await api.get(f"{schedules}/{schedule_id}", headers=bob)).json()
+            runs[:] = [(run["job_id"], run["outcome"]) for run in detail["recent_runs"]]
+            return runs != [(scheduled_job["id"], "started")]
+
+        await _eventually(run_recorded)
+        assert runs == [(scheduled_job["id"], "succeeded")]
     assert await dev_stack.stop() == 0
