@@ -67,6 +67,7 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         schedules.record_run_end,
         schedules.pause_schedule,
         schedules.stop_project_schedules,
+        schedules.resume_project_schedules,
     ]
 
 

@@ -46,6 +46,14 @@ class PauseOrder(BaseModel):
     action: StopAction
 
 
+# The note the project pauses its schedules with at grace; an extension that makes it active again resumes
+# exactly those (a schedule its owner paused stays paused).
+GRACE_PAUSE_NOTE = "the project's end date has passed (grace period)"
+
+
+RESUMED_NOTE = "resumed: the project is active again"
+
+
 class ProjectSchedulesStop(BaseModel):
     """Every schedule of a project stops with it: paused at grace, removed from Temporal at deletion."""
 
@@ -113,6 +121,8 @@ class ScheduleActivities:
         project = session.get(Project, schedule.project_id)
         if project is None or project.status in (ProjectStatus.deleting, ProjectStatus.deleted):
             return "the project is deleted", StopAction.remove
+        if project.status == ProjectStatus.grace:
+            return GRACE_PAUSE_NOTE, StopAction.pause  # the same pause as the project's own at grace
         if project.status != ProjectStatus.active:
             return (
                 f"the project is {project.status}: schedules pause until someone resumes them",
@@ -199,6 +209,38 @@ class ScheduleActivities:
     def _schedule_ids(self, project_id: str) -> list[str]:
         with Session(self._engine) as session:
             return list(session.exec(select(Schedule.id).where(Schedule.project_id == project_id)))
+
+    @activity.defn
+    async def resume_project_schedules(self, project_id: str) -> int:
+        """The project is active again (an extension during grace): resume what its grace paused."""
+        schedule_ids = await asyncio.to_thread(self._paused_at_grace, project_id)
+        for schedule_id in schedule_ids:
+            try:
+                await self._client.get_schedule_handle(f"schedule-{schedule_id}").unpause(note=RESUMED_NOTE)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue  # removed from the workflow engine: nothing to resume
+            await asyncio.to_thread(self._record_resume, schedule_id)
+        return len(schedule_ids)
+
+    def _paused_at_grace(self, project_id: str) -> list[str]:
+        with Session(self._engine) as session:
+            statement = select(Schedule.id).where(
+                Schedule.project_id == project_id,
+                Schedule.paused == True,  # noqa: E712 (a SQL expression)
+                Schedule.pause_note == GRACE_PAUSE_NOTE,
+            )
+            return list(session.exec(statement))
+
+    def _record_resume(self, schedule_id: str) -> None:
+        with Session(self._engine) as session:
+            row = session.get(Schedule, schedule_id)
+            if row is None or row.pause_note != GRACE_PAUSE_NOTE:
+                return
+            row.paused, row.pause_note, row.updated_at = False, RESUMED_NOTE, utcnow()
+            session.add(row)
+            session.commit()
 
     def _record_pause(self, order: PauseOrder) -> None:
         with Session(self._engine) as session:

@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.projects import ProjectActivities
-    from activities.schedules import ProjectSchedulesStop, ScheduleActivities
+    from activities.schedules import GRACE_PAUSE_NOTE, ProjectSchedulesStop, ScheduleActivities
     from activities.workloads import WorkloadActivities
     from models.lifecycle import (
         PROJECT_ADMISSION_REQUEST_SIGNAL,
@@ -82,6 +82,7 @@ class ProjectWorkflow:
         self._to_shut_down: list[LedgerEntry] = []
         self._answers: list[tuple[str, AdmissionAnswer]] = []  # (workload's workflow ID, its answer)
         self._schedules_stop: ProjectSchedulesStop | None = None
+        self._schedules_resume = False
         # Ledger changes wake the main loop without a new read-model version: the read model holds no
         # ledger, so a busy project must not write its row on every admit and release.
         self._wakeups = 0
@@ -112,7 +113,7 @@ class ProjectWorkflow:
                 continue
             version, wakeups = self._state.version, self._wakeups
             pending = bool(self._outbox or self._to_admit or self._to_shut_down or self._answers) or (
-                self._schedules_stop is not None
+                self._schedules_stop is not None or self._schedules_resume
             )
             if pending or self._recorded_version < version:
                 continue
@@ -140,6 +141,8 @@ class ProjectWorkflow:
             return grace_ends
         if now >= details.start_at:
             if state.status != ProjectStatus.active:
+                # Back from grace (an extension): what grace paused runs again.
+                self._schedules_resume = state.status == ProjectStatus.grace
                 state.grace_ends_at = None
                 self._set_status(ProjectStatus.active)
             remind_at = details.end_at - self._timings.reminder_before
@@ -164,7 +167,7 @@ class ProjectWorkflow:
         self._shut_down_workloads()
         self._schedules_stop = ProjectSchedulesStop(
             project_id=state.id,
-            note="the project's end date has passed (grace period)",
+            note=GRACE_PAUSE_NOTE,
             action=StopAction.pause,
         )
 
@@ -239,6 +242,13 @@ class ProjectWorkflow:
                 start_to_close_timeout=SCHEDULES_TIMEOUT,
             )
             self._schedules_stop = None
+        if self._schedules_resume:
+            await workflow.execute_activity_method(
+                ScheduleActivities.resume_project_schedules,
+                self._state.id,
+                start_to_close_timeout=SCHEDULES_TIMEOUT,
+            )
+            self._schedules_resume = False
         while self._to_shut_down:
             entry = self._to_shut_down.pop(0)
             notice = ShutdownNotice(project_id=self._state.id, reason=self._state.status.value)

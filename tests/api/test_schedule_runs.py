@@ -176,8 +176,27 @@ async def test_grace_pauses_the_project_schedules_and_a_run_fired_anyway_starts_
     with Session(engine) as session:
         assert session.exec(select(Job).where(Job.project_id == project["id"])).first() is None
 
-    # Deleting the project removes its schedules from Temporal; the rows stay, paused, saying why.
+    # An extension makes the project active again: what its grace paused runs again.
     project_url = f"/api/v1/projects/{project['id']}"
+    extension = await platform.post(f"{project_url}/extensions", headers=people["alice"], json={"days": 30})
+    assert extension.status_code == 201, extension.text
+    approved = await platform.post(
+        f"/api/v1/applications/{extension.json()['id']}/approve", headers=people["root"]
+    )
+    assert approved.status_code == 200, approved.text
+
+    async def running_again() -> bool:
+        return not await paused()
+
+    await eventually(running_again)
+    detail = (await platform.get(f"{url}/{made['id']}", headers=people["bob"])).json()
+    assert (detail["paused"], detail["pause_note"], bool(detail["next_runs"])) == (
+        False,
+        "resumed: the project is active again",
+        True,
+    )
+
+    # Deleting the project removes its schedules from Temporal; the rows stay, paused, saying why.
     code = (await platform.get(project_url, headers=people["alice"])).json()["delete_code"]
     deleting = await platform.delete(project_url, headers=people["alice"], params={"confirmation_code": code})
     assert deleting.status_code == 202, deleting.text

@@ -138,6 +138,7 @@ async def project_worker(
                 environments.ensure_project_environment,
                 environments.delete_project_environment,
                 schedules.stop_project_schedules,
+                schedules.resume_project_schedules,
                 *(extra_activities or []),
             ],
             activity_executor=ThreadPoolExecutor(max_workers=8),
