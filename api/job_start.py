@@ -7,22 +7,15 @@ Callers decide who may start a job and whom it belongs to; `owner` must be a mem
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from datetime import timedelta
 from typing import NamedTuple
 
 from sqlmodel import Session
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from api.deps import release_connection
 from api.errors import ApiError, conflict, invalid
+from api.temporal import start_workload
 from config import Settings
 from models.base import new_id, utcnow
 from models.catalog import GpuModel, Spec
@@ -30,12 +23,9 @@ from models.jobs import SHELL, Job, JobCreate, JobInput, JobStatus
 from models.lifecycle import ProjectStatus
 from models.projects import Project
 from models.workloads import ResourceRequest, WorkloadKind, WorkloadSpec
-from workflows import search_attributes
 from workflows.job import JobWorkflow, workflow_id
 
 # The workflow writes the row as its first step; a busy worker may take a moment.
-ROW_WAIT = timedelta(seconds=10)
-ROW_POLL_SECONDS = 0.1
 
 
 class JobOwner(NamedTuple):
@@ -97,16 +87,6 @@ def job_input(
     )
 
 
-async def recorded_job(session: Session, job_id: str) -> Job | None:
-    deadline = asyncio.get_running_loop().time() + ROW_WAIT.total_seconds()
-    while True:
-        session.expire_all()
-        row = session.get(Job, job_id)
-        if row is not None or asyncio.get_running_loop().time() >= deadline:
-            return row
-        await asyncio.sleep(ROW_POLL_SECONDS)
-
-
 async def start_job(
     session: Session,
     client: Client,
@@ -120,32 +100,25 @@ async def start_job(
 
     With an idempotency key a repeated call answers with the job the first call started. Raises ApiError:
     409 for a project that is not active, 422 for an unknown or retired spec, 503 if the worker has not
-    recorded the job within ROW_WAIT (it still runs; list it later).
+    recorded the job within RECORD_WAIT (it still runs; list it later).
     """
     job_id = job_id_for(owner.id, project.id, idempotency_key)
     request = job_input(session, settings, project, owner, body, job_id)
-    try:
-        await client.start_workflow(
-            JobWorkflow.run,
-            request,
-            id=workflow_id(job_id),
-            task_queue=settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search_attributes.PROJECT, project.id),
-                    SearchAttributePair(search_attributes.OWNER, owner.username),
-                    SearchAttributePair(search_attributes.KIND, "job"),
-                    SearchAttributePair(search_attributes.STATUS, JobStatus.waiting.value),
-                ]
-            ),
-            static_summary=f"Job “{body.name}” of {owner.username} ({body.image})",
-        )
-    except WorkflowAlreadyStartedError:
-        if not idempotency_key:
-            raise conflict(f"job {job_id} exists already") from None  # fresh IDs never collide
-    row = await recorded_job(session, job_id)
-    if row is None:
-        raise ApiError(503, "unavailable", "the job was accepted but is not recorded yet; list it later")
+    release_connection(session)
+    await start_workload(
+        client,
+        JobWorkflow.run,
+        request,
+        workflow_id=workflow_id(job_id),
+        task_queue=settings.temporal_task_queue,
+        project_id=project.id,
+        owner=owner.username,
+        kind="job",
+        status=JobStatus.waiting.value,
+        summary=f"Job “{body.name}” of {owner.username} ({body.image})",
+    )
+    session.expire_all()
+    row = session.get(Job, job_id)
+    if row is None:  # the workflow records before it answers: only a lost row gets here
+        raise ApiError(500, "internal_error", f"job {job_id} started but has no record")
     return row

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
 from config import Settings, connect_temporal
+from workflows import search_attributes
 
 
 class TemporalConnector:
@@ -59,3 +68,53 @@ async def run_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any, *,
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             raise ApiError(409, "conflict", ended) from exc
         raise
+
+
+# A workload's workflow records its row first; longer than this means the worker or database is down.
+RECORD_WAIT = timedelta(seconds=30)
+
+
+async def start_workload(
+    client: Client,
+    run: Any,
+    input: Any,
+    *,
+    workflow_id: str,
+    task_queue: str,
+    project_id: str,
+    owner: str,
+    kind: str,
+    status: str,
+    summary: str,
+) -> None:
+    """Start a container's or job's workflow and return once its row is recorded (update-with-start on its
+    `recorded` update). A retry with the same ID joins the running workflow; one that has finished was
+    recorded long ago. 503 if the row is not there within RECORD_WAIT."""
+    start = WithStartWorkflowOperation(
+        run,
+        input,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(search_attributes.PROJECT, project_id),
+                SearchAttributePair(search_attributes.OWNER, owner),
+                SearchAttributePair(search_attributes.KIND, kind),
+                SearchAttributePair(search_attributes.STATUS, status),
+            ]
+        ),
+        static_summary=summary,
+    )
+    try:
+        async with asyncio.timeout(RECORD_WAIT.total_seconds()):
+            await client.execute_update_with_start_workflow("recorded", start_workflow_operation=start)
+    except WorkflowAlreadyStartedError:
+        # Finished long ago, so recorded. Collect the operation's own copy of the error too.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await start.workflow_handle()
+    except TimeoutError as exc:
+        raise ApiError(
+            503, "unavailable", f"{workflow_id} was accepted but is not recorded yet; list it later"
+        ) from exc

@@ -200,11 +200,6 @@ class ContainerWorkflow(WorkloadLifecycle):
         if self._state.status == ContainerStatus.deleted:
             raise ApplicationError("the container is already deleted", type="Conflict", non_retryable=True)
 
-    @workflow.update
-    async def recorded(self) -> None:
-        """Answers once the read model holds the container; the API creates with update-with-start on it."""
-        await workflow.wait_condition(lambda: self._recorded_version >= 0)
-
     @workflow.query
     def describe(self) -> ContainerState:
         return self._state

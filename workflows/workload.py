@@ -225,7 +225,7 @@ class WorkloadLifecycle:
             info.get_current_history_length() > self._max_history_events
         )
 
-    # ---- signals from the project ----------------------------------------------------------
+    # ---- handlers every workload has -------------------------------------------------------
 
     @workflow.signal(name=WORKLOAD_ADMISSION_SIGNAL)
     def admission_answered(self, answer: AdmissionAnswer) -> None:
@@ -243,6 +243,12 @@ class WorkloadLifecycle:
         else:
             state.queue_position = answer.position
             self._set(self.waiting, "Queued", f"{answer.reason}, position {answer.position}")
+
+    @workflow.update
+    async def recorded(self) -> None:
+        """Answers once the read model holds the workload; the API starts workloads with update-with-start
+        on it, so a 201 means the row is there."""
+        await workflow.wait_condition(lambda: self._recorded_version >= 0)
 
     @workflow.signal(name=WORKLOAD_ADMITTED_SIGNAL)
     def project_admitted(self, event: WorkloadEvent) -> None:

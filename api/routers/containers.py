@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import warnings
 from datetime import datetime, timedelta
@@ -12,14 +11,7 @@ from typing import Annotated, Any, NamedTuple
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import func
 from sqlmodel import Session, col, select
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client, WorkflowHandle
 
 from activities.runtime import runtime_from_settings
 from api.deps import (
@@ -41,7 +33,7 @@ from api.project_access import (
     sees_every_workload,
     visible_project,
 )
-from api.temporal import run_update
+from api.temporal import run_update, start_workload
 from config import Settings
 from models.accounts import User
 from models.base import Page, new_id, utcnow
@@ -70,14 +62,11 @@ from models.workloads import (
     WorkloadKind,
     WorkloadSpec,
 )
-from workflows import search_attributes
 from workflows.container import ContainerWorkflow, workflow_id
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/containers", tags=["containers"])
 
 NAME_MAX = 40
-# The workflow records the row as its first step; longer than this means the worker or database is down.
-RECORD_WAIT = timedelta(seconds=30)
 
 
 def hash_password(password: str) -> str:
@@ -229,38 +218,18 @@ async def _start(
         end_at=plan.end_at,
         created_at=utcnow(),
     )
-    start = WithStartWorkflowOperation(
+    await start_workload(
+        client,
         ContainerWorkflow.run,
         request,
-        id=workflow_id(container_id),
+        workflow_id=workflow_id(container_id),
         task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(search_attributes.PROJECT, project_id),
-                SearchAttributePair(search_attributes.OWNER, owner.username),
-                SearchAttributePair(search_attributes.KIND, "container"),
-                SearchAttributePair(search_attributes.STATUS, ContainerStatus.scheduled.value),
-            ]
-        ),
-        static_summary=f"Container “{name}” of {owner.username} ({body.image})",
+        project_id=project_id,
+        owner=owner.username,
+        kind="container",
+        status=ContainerStatus.scheduled.value,
+        summary=f"Container “{name}” of {owner.username} ({body.image})",
     )
-    try:
-        async with asyncio.timeout(RECORD_WAIT.total_seconds()):
-            await client.execute_update_with_start_workflow(
-                ContainerWorkflow.recorded, start_workflow_operation=start
-            )
-    except WorkflowAlreadyStartedError:
-        # Finished long ago, so recorded. Collect the operation's own copy of the error too.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start.workflow_handle()
-    except TimeoutError as exc:
-        raise ApiError(
-            503,
-            "unavailable",
-            f"container {container_id} was accepted but is not recorded yet; list it later",
-        ) from exc
 
 
 def _recorded_row(session: Session, container_id: str) -> Container:
