@@ -12,18 +12,16 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.containers import ContainerRecords
-from activities.jobs import JobActivities
+from activities.heartbeat import HEARTBEAT_THROTTLE
 from activities.mail import MailActivities
-from activities.projects import ProjectActivities
-from activities.runtime import runtime_from_settings
+from activities.projects import ProjectActivities, ProjectCleanup
 from activities.schedules import ScheduleActivities
 from activities.system import SystemActivities
 from activities.workloads import WorkloadActivities
 from config import Settings, connect_temporal
 from models.database import make_engine
-from workflows.container import ContainerWorkflow
-from workflows.job import JobWorkflow
+from services import kinds
+from services.runtimes import runtime_from_settings
 from workflows.project import ProjectWorkflow
 from workflows.scheduled_job import ScheduledJobWorkflow
 from workflows.system_check import SystemCheckWorkflow
@@ -34,35 +32,32 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 WORKFLOWS: list[type] = [
     SystemCheckWorkflow,
     ProjectWorkflow,
-    ContainerWorkflow,
-    JobWorkflow,
     ScheduledJobWorkflow,
+    *kinds.workflows(),
 ]
 
 
 def activities_for(settings: Settings, engine: Engine, client: Client) -> list[Any]:
-    """Every activity, bound to the resources it needs."""
+    """Every activity, bound to the resources it needs; each workload kind brings its own."""
     system = SystemActivities(engine)
     mail = MailActivities(engine, settings)
     projects = ProjectActivities(engine)
-    containers = ContainerRecords(engine)
+    cleanup = ProjectCleanup(engine, client, kinds.KINDS)
     runtime = runtime_from_settings(settings)
     workloads = WorkloadActivities(runtime)
-    jobs = JobActivities(engine, runtime)
     schedules = ScheduleActivities(engine, client, settings)
     return [
         system.check_database,
         mail.send_mail,
         projects.record_project,
-        containers.record_container,
+        cleanup.end_project_workflows,
+        cleanup.close_workload_records,
         workloads.ensure_project_environment,
         workloads.delete_project_environment,
         workloads.apply_workload,
         workloads.workload_status,
         workloads.delete_workload,
-        workloads.workload_logs,
-        jobs.record_job,
-        jobs.keep_job_log,
+        *kinds.activities(engine, runtime),
         schedules.plan_scheduled_run,
         schedules.record_run_end,
         schedules.pause_schedule,
@@ -83,6 +78,8 @@ def build_worker(
         activity_executor=executor or ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity"),
         # On shutdown, running activities finish instead of being interrupted mid-transaction.
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # Heartbeats reach the server at least this often, so a delete's cancellation arrives in seconds.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 

@@ -6,8 +6,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio import activity
 
+from activities.records import record_workload
 from activities.runtime import WorkloadRuntime
-from activities.workloads import WorkloadRef
+from activities.workloads import WorkloadRef, runtime_call
 from models.base import utcnow
 from models.jobs import LOG_KEEP_BYTES, Job, JobLog, JobState
 
@@ -34,42 +35,7 @@ class JobActivities:
 
     @activity.defn
     def record_job(self, state: JobState) -> None:
-        """Upsert the job row; an older snapshot never wins."""
-        with Session(self._engine) as session:
-            row = session.get(Job, state.id, with_for_update=True)
-            if row is not None and row.version > state.version:
-                return
-            spec, resources = state.spec, state.spec.resources
-            row = row or Job(
-                id=state.id,
-                project_id=state.project_id,
-                owner_id=state.owner_id,
-                owner=state.owner,
-                name=state.name,
-                image=spec.image,
-                command=state.command,
-                vcpu=resources.vcpu,
-                ram_gb=resources.ram_gb,
-                status=state.status,
-                created_at=state.created_at,
-            )
-            row.name, row.spec_id, row.image, row.command = (
-                state.name,
-                state.spec_id,
-                spec.image,
-                state.command,
-            )
-            row.env = dict(spec.env)
-            row.gpu, row.gpu_model = resources.gpu, resources.gpu_model
-            row.vcpu, row.ram_gb, row.shm_gb = resources.vcpu, resources.ram_gb, resources.shm_gb
-            row.max_runtime_seconds = spec.active_deadline_seconds
-            row.status, row.reason, row.message = state.status, state.reason[:128], state.message[:2000]
-            row.exit_code, row.queue_position = state.exit_code, state.queue_position
-            row.started_at, row.finished_at = state.started_at, state.finished_at
-            row.log_kept = state.log_kept
-            row.version, row.updated_at = state.version, utcnow()
-            session.add(row)
-            session.commit()
+        record_workload(self._engine, Job, state, state.record())
 
     @activity.defn
     def keep_job_log(self, ref: WorkloadRef) -> int:
@@ -79,9 +45,10 @@ class JobActivities:
         Idempotent: a retry overwrites the row with the same (or a longer) text. An empty read never
         replaces a copy taken earlier: Kubernetes deletes a job's pods, and their log, at its deadline.
         """
-        text, truncated = last_bytes(
-            self._runtime.logs(ref.project_id, ref.kind, ref.resource_id, tail_lines=LOG_TAIL_LINES)
-        )
+        with runtime_call():
+            text, truncated = last_bytes(
+                self._runtime.logs(ref.project_id, ref.kind, ref.resource_id, tail_lines=LOG_TAIL_LINES)
+            )
         with Session(self._engine) as session:
             row = session.get(JobLog, ref.resource_id, with_for_update=True)
             if row is not None and row.text and not text:

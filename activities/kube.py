@@ -1,4 +1,5 @@
-"""The Kubernetes workload runtime: projects are namespaces, containers Deployments, jobs Jobs.
+"""The Kubernetes workload runtime: projects are namespaces; each workload is its kind's controller object
+(a Deployment for containers, a Job for jobs: the registry says which) with its Secret, Services and policy.
 
 Every write is a server-side apply (field manager `mlcp`, forced) of a complete object with a stable
 name, so a retried call leaves exactly one object; deletes treat NotFound as done. Transient API
@@ -22,7 +23,6 @@ from kubernetes.client.exceptions import ApiException
 
 from activities.kube_manifests import (
     CONTAINER_NAME,
-    Manifest,
     isolation_policy_manifest,
     namespace_manifest,
     pod_selector,
@@ -31,19 +31,19 @@ from activities.kube_manifests import (
     secret_manifest,
     selector_text,
     service_manifests,
-    workload_manifest,
 )
 from activities.kube_status import newest_pod, runtime_events, workload_status
-from activities.runtime import FIELD_MANAGER, namespace_name, workload_name
-from config import Settings
-from models.workloads import (
-    ProjectEnvironment,
-    RuntimeEvent,
-    WorkloadKind,
-    WorkloadSpec,
-    WorkloadState,
-    WorkloadStatus,
+from activities.runtime import (
+    FIELD_MANAGER,
+    KindTable,
+    Manifest,
+    check_spec,
+    kind_of,
+    namespace_name,
+    workload_name,
 )
+from config import Settings
+from models.workloads import ProjectEnvironment, RuntimeEvent, WorkloadSpec, WorkloadState, WorkloadStatus
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ APPLY_PATCH = "application/apply-patch+yaml"
 # Short in-call retries for blips; longer outages are the activity retry policy's business.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
 _TRANSIENT_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
-_WORKLOAD_KINDS = {WorkloadKind.container: "Deployment", WorkloadKind.job: "Job"}
 _CHILD_KINDS = ("Secret", "Service", "NetworkPolicy")
 
 
@@ -115,12 +114,14 @@ class KubernetesRuntime:
     def __init__(
         self,
         api_client: client.ApiClient,
+        kinds: KindTable,
         *,
         node_host: str = "",
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api_client = api_client
+        self.kinds = kinds
         self.node_host = node_host
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
@@ -140,7 +141,7 @@ class KubernetesRuntime:
         self._core = core
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KubernetesRuntime:
+    def from_settings(cls, settings: Settings, kinds: KindTable) -> KubernetesRuntime:
         """Kubeconfig from `MLCP_KUBECONFIG`; else in-cluster inside a pod; else the default kubeconfig."""
         configuration = client.Configuration()
         if not settings.kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -149,7 +150,7 @@ class KubernetesRuntime:
             config.load_kube_config(
                 config_file=settings.kubeconfig or None, client_configuration=configuration
             )
-        return cls(client.ApiClient(configuration), node_host=settings.node_host)
+        return cls(client.ApiClient(configuration), kinds, node_host=settings.node_host)
 
     def close(self) -> None:
         self.api_client.close()
@@ -267,7 +268,7 @@ class KubernetesRuntime:
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         """Apply the Deployment or Job first: its uid is what the Secret, Services and policy point at,
         so deleting the workload takes them along. Children the spec no longer asks for are removed."""
-        owner = self._apply(workload_manifest(spec))
+        owner = self._apply(check_spec(self.kinds, spec).controller_manifest(spec))
         secret = secret_manifest(spec, owner)
         policy = ports_policy_manifest(spec, owner)
         children = [c for c in (secret, *service_manifests(spec, owner), policy) if c is not None]
@@ -283,9 +284,10 @@ class KubernetesRuntime:
                 if (kind, obj["metadata"]["name"]) not in wanted:
                     self._delete(kind, namespace, obj["metadata"]["name"], "Background")
 
-    def status(self, project_id: str, kind: WorkloadKind, resource_id: str) -> WorkloadStatus:
+    def status(self, project_id: str, kind: str, resource_id: str) -> WorkloadStatus:
         namespace, name = namespace_name(project_id), workload_name(kind, resource_id)
-        workload = self._read(_WORKLOAD_KINDS[kind], namespace, name)
+        runtime_kind = kind_of(self.kinds, kind)
+        workload = self._read(runtime_kind.controller, namespace, name)
         if workload is None:
             return WorkloadStatus(state=WorkloadState.gone)
         selector = pod_selector(kind, resource_id)
@@ -293,9 +295,9 @@ class KubernetesRuntime:
         running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
         services = self._list("Service", namespace, selector) if running else []
         events = None if pods else self.events(project_id, kind, resource_id)
-        return workload_status(workload, pods, services, self.node_host, events)
+        return workload_status(workload, pods, services, self.node_host, events, runtime_kind.outcome)
 
-    def logs(self, project_id: str, kind: WorkloadKind, resource_id: str, tail_lines: int = 200) -> str:
+    def logs(self, project_id: str, kind: str, resource_id: str, tail_lines: int = 200) -> str:
         """The tail of the newest pod's log; a container that has not started (or no pod) reads as ""."""
         namespace = namespace_name(project_id)
         pod = newest_pod(self._list("Pod", namespace, pod_selector(kind, resource_id)))
@@ -322,11 +324,11 @@ class KubernetesRuntime:
                     response.release_conn()
         return ""
 
-    def events(self, project_id: str, kind: WorkloadKind, resource_id: str) -> list[RuntimeEvent]:
+    def events(self, project_id: str, kind: str, resource_id: str) -> list[RuntimeEvent]:
         namespace = namespace_name(project_id)
         return runtime_events(self._list("Event", namespace), workload_name(kind, resource_id))
 
-    def delete(self, project_id: str, kind: WorkloadKind, resource_id: str) -> None:
+    def delete(self, project_id: str, kind: str, resource_id: str) -> None:
         """Foreground: the workload stays visible (not `gone`) until its pods have released their GPUs."""
         namespace, name = namespace_name(project_id), workload_name(kind, resource_id)
-        self._delete(_WORKLOAD_KINDS[kind], namespace, name, "Foreground")
+        self._delete(kind_of(self.kinds, kind).controller, namespace, name, "Foreground")

@@ -16,12 +16,11 @@ from activities.runtime import (
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_RESOURCE_ID,
+    Manifest,
     namespace_name,
     workload_name,
 )
-from models.workloads import ProjectEnvironment, WorkloadKind, WorkloadSpec
-
-Manifest = dict[str, Any]
+from models.workloads import ProjectEnvironment, WorkloadSpec
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_GPU_MODEL = "mlcp.io/gpu-model"
@@ -139,15 +138,15 @@ def workload_labels(spec: WorkloadSpec) -> dict[str, str]:
     return {
         LABEL_PROJECT: label_value(spec.project_id),
         LABEL_OWNER: label_value(spec.owner),
-        LABEL_KIND: spec.kind.value,
+        LABEL_KIND: spec.kind,
         LABEL_RESOURCE_ID: label_value(spec.resource_id),
         LABEL_MANAGED_BY: MANAGED_BY,
     }
 
 
-def pod_selector(kind: WorkloadKind, resource_id: str) -> dict[str, str]:
+def pod_selector(kind: str, resource_id: str) -> dict[str, str]:
     """What picks a workload's pods and children; stable for its whole life (selectors are immutable)."""
-    return {LABEL_KIND: kind.value, LABEL_RESOURCE_ID: label_value(resource_id)}
+    return {LABEL_KIND: kind, LABEL_RESOURCE_ID: label_value(resource_id)}
 
 
 def selector_text(labels: dict[str, str]) -> str:
@@ -158,11 +157,11 @@ def service_name(spec: WorkloadSpec, port_name: str) -> str:
     return f"{workload_name(spec.kind, spec.resource_id)}-{port_name}"
 
 
-def secret_name(kind: WorkloadKind, resource_id: str) -> str:
+def secret_name(kind: str, resource_id: str) -> str:
     return f"{workload_name(kind, resource_id)}-credentials"
 
 
-def ports_policy_name(kind: WorkloadKind, resource_id: str) -> str:
+def ports_policy_name(kind: str, resource_id: str) -> str:
     return f"{workload_name(kind, resource_id)}-ports"
 
 
@@ -231,7 +230,7 @@ def service_manifests(spec: WorkloadSpec, owner: Manifest) -> list[Manifest]:
                 "ports": [{"name": port.name, "port": port.port, "targetPort": port.port, "protocol": "TCP"}],
             },
         }
-        for port in spec.ports
+        for port in spec.main.ports
     ]
 
 
@@ -241,7 +240,8 @@ def ports_policy_manifest(spec: WorkloadSpec, owner: Manifest) -> Manifest | Non
     Users connect from outside the cluster, and kube-proxy may present that traffic with a node's or a
     client's address, so the source cannot be narrowed; every other port stays closed to other projects.
     """
-    if not spec.ports:
+    ports = spec.main.ports
+    if not ports:
         return None
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -253,7 +253,7 @@ def ports_policy_manifest(spec: WorkloadSpec, owner: Manifest) -> Manifest | Non
             "ingress": [
                 {
                     "from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
-                    "ports": [{"protocol": "TCP", "port": port.port} for port in spec.ports],
+                    "ports": [{"protocol": "TCP", "port": port.port} for port in ports],
                 }
             ],
         },
@@ -261,7 +261,7 @@ def ports_policy_manifest(spec: WorkloadSpec, owner: Manifest) -> Manifest | Non
 
 
 def _resources(spec: WorkloadSpec) -> dict[str, Any]:
-    request = spec.resources
+    request = spec.main.resources
     amounts = {"cpu": cpu_quantity(request.vcpu), "memory": binary_quantity(request.ram_gb)}
     if request.gpu:
         amounts[GPU_RESOURCE] = str(request.gpu)
@@ -269,8 +269,8 @@ def _resources(spec: WorkloadSpec) -> dict[str, Any]:
 
 
 def _environment(spec: WorkloadSpec) -> list[dict[str, str]]:
-    variables = {} if spec.resources.gpu else dict(NO_GPU_ENV)
-    variables.update(spec.env)
+    variables = {} if spec.main.resources.gpu else dict(NO_GPU_ENV)
+    variables.update(spec.main.env)
     files = _credential_files(spec)
     if PASSWORD_HASH_KEY in files:
         variables[PASSWORD_HASH_ENV] = f"{CREDENTIALS_MOUNT}/{PASSWORD_HASH_KEY}"
@@ -279,34 +279,55 @@ def _environment(spec: WorkloadSpec) -> list[dict[str, str]]:
     return [{"name": name, "value": value} for name, value in sorted(variables.items())]
 
 
-def pod_template(spec: WorkloadSpec, restart_policy: str) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": spec.image,
-        "env": _environment(spec),
-        "resources": _resources(spec),
-    }
-    if spec.command:
-        container["command"] = list(spec.command)
-    if spec.ports:
-        container["ports"] = [
-            {"name": port.name, "containerPort": port.port, "protocol": "TCP"} for port in spec.ports
-        ]
+def volume_claim_name(volume_id: str) -> str:
+    return workload_name("volume", volume_id)
+
+
+def _volumes(spec: WorkloadSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the main container's mounts: shared memory, credentials, project volumes."""
+    resources = spec.main.resources
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    if spec.resources.shm_gb:
+    if resources.shm_gb:
         # Counts against the memory limit, as shared memory does on any Linux host.
         volumes.append(
-            {
-                "name": "shm",
-                "emptyDir": {"medium": "Memory", "sizeLimit": binary_quantity(spec.resources.shm_gb)},
-            }
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": binary_quantity(resources.shm_gb)}}
         )
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     if _credential_files(spec):
         secret = {"secretName": secret_name(spec.kind, spec.resource_id), "defaultMode": 0o400}
         volumes.append({"name": "credentials", "secret": secret})
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
+    claimed: dict[str, str] = {}
+    for mount in spec.mounts:
+        if mount.volume_id not in claimed:
+            # One pod volume per project volume, however many places it is mounted at.
+            claimed[mount.volume_id] = name = f"volume-{len(claimed)}"
+            claim = {"claimName": volume_claim_name(mount.volume_id), "readOnly": mount.read_only}
+            volumes.append({"name": name, "persistentVolumeClaim": claim})
+        name = claimed[mount.volume_id]
+        entry: dict[str, Any] = {"name": name, "mountPath": mount.mount_path, "readOnly": mount.read_only}
+        if mount.sub_path:
+            entry["subPath"] = mount.sub_path
+        mounts.append(entry)
+    return volumes, mounts
+
+
+def pod_template(spec: WorkloadSpec, restart_policy: str) -> dict[str, Any]:
+    role = spec.main
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": role.image,
+        "env": _environment(spec),
+        "resources": _resources(spec),
+    }
+    if role.command:
+        container["command"] = list(role.command)
+    if role.ports:
+        container["ports"] = [
+            {"name": port.name, "containerPort": port.port, "protocol": "TCP"} for port in role.ports
+        ]
+    volumes, mounts = _volumes(spec)
     if mounts:
         container["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {
@@ -317,8 +338,8 @@ def pod_template(spec: WorkloadSpec, restart_policy: str) -> dict[str, Any]:
     }
     if volumes:
         pod_spec["volumes"] = volumes
-    if spec.resources.gpu_model:
-        pod_spec["nodeSelector"] = {LABEL_GPU_MODEL: label_value(spec.resources.gpu_model)}
+    if role.resources.gpu_model:
+        pod_spec["nodeSelector"] = {LABEL_GPU_MODEL: label_value(role.resources.gpu_model)}
     return {"metadata": {"labels": workload_labels(spec)}, "spec": pod_spec}
 
 
@@ -350,7 +371,3 @@ def job_manifest(spec: WorkloadSpec) -> Manifest:
         "metadata": _metadata(spec, workload_name(spec.kind, spec.resource_id)),
         "spec": job_spec,
     }
-
-
-def workload_manifest(spec: WorkloadSpec) -> Manifest:
-    return deployment_manifest(spec) if spec.kind is WorkloadKind.container else job_manifest(spec)

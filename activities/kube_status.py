@@ -6,6 +6,7 @@ real API server and the test double return.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -225,11 +226,13 @@ def workload_status(
     services: list[dict[str, Any]],
     node_host: str,
     events: list[RuntimeEvent] | None = None,
+    outcome: Callable[[dict[str, Any], dict[str, Any] | None], WorkloadStatus | None] | None = None,
 ) -> WorkloadStatus:
-    """Status of a Deployment or Job from its newest pod; `events` explain a missing pod."""
+    """Status of a workload's controller from its newest pod; `outcome` reads a finished controller (a Job),
+    `events` explain a missing pod."""
     pod = newest_pod(pods)
-    if workload.get("kind") == "Job":
-        finished = job_outcome(workload, pod)
+    if outcome is not None:
+        finished = outcome(workload, pod)
         if finished is not None:
             return finished
     if pod is not None:

@@ -4,13 +4,18 @@ Each workload lives in ``<home>/runtime/<namespace>/<workload>/``, which is also
 
 - ``spec.json``: the spec it was applied with
 - ``log``: the command's stdout and stderr, kept as ``<namespace>/logs/<workload>.log`` after deletion
+- ``launching``: written just before a process is started, with the GPUs it is given; a retried apply that
+  finds it without ``pid`` looks for the process by its labels before starting another, so a worker killed
+  between the two never runs a command twice
 - ``pid``: the supervisor's PID and start time (so a recycled PID is never taken for ours), when it
   started, its deadline and the GPUs it holds
 - ``exit``: how the command ended, written by the supervisor (activities/local_supervisor.py)
 - ``events.jsonl``: what happened to it, one event a line
 
 All state is on disk, so a restarted worker carries on where the last one stopped, and the supervisors
-it started keep running meanwhile. GPUs are NVML's devices, handed out with CUDA_VISIBLE_DEVICES and held
+it started keep running meanwhile. Every process starts with its project, kind and resource ID in its
+environment (``MLCP_PROJECT_ID``...): those are its labels, by which a project's deletion finds anything
+left. GPUs are NVML's devices, handed out with CUDA_VISIBLE_DEVICES and held
 while the workload runs. What a process on this host cannot honour (images, node ports, resource limits,
 credentials) is said plainly in every status's ``unsupported``.
 """
@@ -32,16 +37,23 @@ from pathlib import Path
 
 from activities import local_supervisor
 from activities.gpu import GpuDeviceList, nvml_devices
+from activities.heartbeat import not_interrupted
 from activities.local_folder import ARCHIVE_FOLDER, ExitRecord, LaunchRecord, WorkloadFolder
-from activities.local_supervisor import PID_FILE, group_members, process_info, signal_group, write_atomically
-from activities.runtime import namespace_name, workload_name
+from activities.local_supervisor import (
+    PID_FILE,
+    group_members,
+    labelled_groups,
+    process_info,
+    signal_group,
+    write_atomically,
+)
+from activities.runtime import KindTable, RuntimeKind, check_spec, kind_of, namespace_name, workload_name
 from config import Settings
 from models.base import utcnow
 from models.workloads import (
     Endpoint,
     ProjectEnvironment,
     RuntimeEvent,
-    WorkloadKind,
     WorkloadSpec,
     WorkloadState,
     WorkloadStatus,
@@ -89,38 +101,52 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def unsupported(spec: WorkloadSpec) -> list[str]:
+def unsupported(spec: WorkloadSpec, kind: RuntimeKind) -> list[str]:
     """What this spec asks for that a process on this host cannot honour, said plainly."""
-    notes = [f"image {spec.image} is not pulled: the process runs on the host's own filesystem"]
-    if spec.kind == WorkloadKind.container and not spec.command:
+    role = spec.main
+    notes = [f"image {role.image} is not pulled: the process runs on the host's own filesystem"]
+    if not kind.runs_to_completion and not role.command:
         notes.append(
             "the image's own entrypoint cannot run here: an idle process keeps the container running"
         )
-    if spec.ports:
+    if role.ports:
         notes.append("node ports: services are reachable on 127.0.0.1 at the port the process listens on")
     notes.append("vcpu/ram limits are not enforced: the process shares the host's CPUs and memory")
-    if spec.resources.shm_gb is not None:
+    if role.resources.shm_gb is not None:
         notes.append("shared memory size is not set: the process uses the host's /dev/shm")
-    if spec.resources.gpu and spec.resources.gpu_model:
-        notes.append(f"GPU model {spec.resources.gpu_model} is not matched: any free GPU here is handed out")
+    if role.resources.gpu and role.resources.gpu_model:
+        notes.append(f"GPU model {role.resources.gpu_model} is not matched: any free GPU here is handed out")
     if spec.credentials and (spec.credentials.password_hash or spec.credentials.authorized_keys):
         notes.append(
             "credentials (password, SSH keys) are not installed: the process runs as the worker's user"
         )
+    if spec.mounts:
+        paths = ", ".join(mount.mount_path for mount in spec.mounts)
+        notes.append(f"volume mounts ({paths}) are not made: the process sees the host's filesystem")
     return notes
+
+
+def workload_labels(
+    project_id: str, kind: str | None = None, resource_id: str | None = None
+) -> dict[str, str]:
+    """The environment variables that label a workload's processes, as far as they are given."""
+    labels = {"MLCP_PROJECT_ID": project_id}
+    if kind is not None:
+        labels["MLCP_WORKLOAD_KIND"] = kind
+    if resource_id is not None:
+        labels["MLCP_RESOURCE_ID"] = resource_id
+    return labels
 
 
 def workload_environment(spec: WorkloadSpec, gpus: list[str]) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key in INHERITED_ENV or key.startswith("LC_")}
-    env.update(spec.env)
+    env.update(spec.main.env)
     env.update(
         # Empty when no GPU was asked for, so CUDA sees none rather than every GPU on the host.
         CUDA_VISIBLE_DEVICES=",".join(gpus),
-        MLCP_PROJECT_ID=spec.project_id,
-        MLCP_RESOURCE_ID=spec.resource_id,
-        MLCP_WORKLOAD_KIND=spec.kind.value,
         MLCP_WORKLOAD_NAME=spec.name,
         MLCP_OWNER=spec.owner,
+        **workload_labels(spec.project_id, spec.kind, spec.resource_id),
     )
     return env
 
@@ -137,16 +163,18 @@ class LocalRuntime:
     def __init__(
         self,
         home: Path,
+        kinds: KindTable,
         gpu_devices: GpuDeviceList = nvml_devices,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.root = home.resolve() / RUNTIME_FOLDER
+        self.kinds = kinds
         self._gpu_devices = gpu_devices
         self._stop_grace_seconds = stop_grace_seconds
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalRuntime:
-        return cls(settings.home)
+    def from_settings(cls, settings: Settings, kinds: KindTable) -> LocalRuntime:
+        return cls(settings.home, kinds)
 
     # --- projects
 
@@ -158,27 +186,33 @@ class LocalRuntime:
 
     def delete_project(self, project_id: str) -> None:
         folder = self._project_folder(project_id)
-        if not folder.is_dir():
-            return
-        for entry in folder.iterdir():
-            if entry.is_dir() and entry.name != ARCHIVE_FOLDER:
-                self._delete(WorkloadFolder(entry))
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.is_dir() and entry.name != ARCHIVE_FOLDER:
+                    self._delete(WorkloadFolder(entry))
+        # Whatever still runs with the project's label: a record lost, a folder removed by hand.
+        for group in labelled_groups(workload_labels(project_id)):
+            self._stop_group(group)
         with self._host_lock(), contextlib.suppress(FileNotFoundError):
             shutil.rmtree(folder)
 
     # --- workloads
 
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        kind = check_spec(self.kinds, spec)
         folder = self._folder(spec.project_id, spec.kind, spec.resource_id)
         with self._host_lock():
             folder.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            launch = folder.launch()
+            launch = folder.launch() or self._adopt(folder, spec)
             if folder.finished() is not None or (launch is not None and is_running(launch)):
                 return self._status(folder)
+            if launch is not None and kind.runs_to_completion:
+                return self._status(folder)  # lost: starting it again would run the command twice
             folder.write_spec(spec)
-            if spec.kind == WorkloadKind.job and not spec.command:
+            if kind.runs_to_completion and not spec.main.command:
                 message = (
-                    "a job needs a command here: the local runtime cannot run the image's own entrypoint"
+                    f"a {kind.name} needs a command here: the local runtime cannot run the image's own "
+                    "entrypoint"
                 )
                 folder.write_finished(ExitRecord(exit_code=None, reason="NoCommand", message=message))
                 return self._status(folder)
@@ -188,19 +222,21 @@ class LocalRuntime:
             else:
                 if launch is not None:
                     self._stop(launch)  # what the lost supervisor left running would run twice
-                self._launch(folder, spec, gpus, again=launch is not None)
+                self._launch(folder, spec, kind, gpus, again=launch is not None)
             return self._status(folder)
 
-    def status(self, project_id: str, kind: WorkloadKind, resource_id: str) -> WorkloadStatus:
+    def status(self, project_id: str, kind: str, resource_id: str) -> WorkloadStatus:
+        kind_of(self.kinds, kind)
         return self._status(self._folder(project_id, kind, resource_id))
 
-    def logs(self, project_id: str, kind: WorkloadKind, resource_id: str, tail_lines: int = 200) -> str:
+    def logs(self, project_id: str, kind: str, resource_id: str, tail_lines: int = 200) -> str:
         return self._folder(project_id, kind, resource_id).logs(tail_lines)
 
-    def events(self, project_id: str, kind: WorkloadKind, resource_id: str) -> list[RuntimeEvent]:
+    def events(self, project_id: str, kind: str, resource_id: str) -> list[RuntimeEvent]:
         return self._folder(project_id, kind, resource_id).events()
 
-    def delete(self, project_id: str, kind: WorkloadKind, resource_id: str) -> None:
+    def delete(self, project_id: str, kind: str, resource_id: str) -> None:
+        kind_of(self.kinds, kind)
         self._delete(self._folder(project_id, kind, resource_id))
 
     # --- places
@@ -208,7 +244,7 @@ class LocalRuntime:
     def _project_folder(self, project_id: str) -> Path:
         return self.root / namespace_name(project_id)
 
-    def _folder(self, project_id: str, kind: WorkloadKind, resource_id: str) -> WorkloadFolder:
+    def _folder(self, project_id: str, kind: str, resource_id: str) -> WorkloadFolder:
         return WorkloadFolder(self._project_folder(project_id) / workload_name(kind, resource_id))
 
     @contextlib.contextmanager
@@ -221,43 +257,70 @@ class LocalRuntime:
 
     # --- processes
 
-    def _launch(self, folder: WorkloadFolder, spec: WorkloadSpec, gpus: list[str], again: bool) -> None:
-        deadline = spec.active_deadline_seconds if spec.kind == WorkloadKind.job else None
+    def _launch(
+        self, folder: WorkloadFolder, spec: WorkloadSpec, kind: RuntimeKind, gpus: list[str], again: bool
+    ) -> None:
+        deadline = spec.active_deadline_seconds if kind.runs_to_completion else None
         supervisor = [sys.executable, "-I", str(SUPERVISOR_SCRIPT)]
         if deadline is not None:
             supervisor += ["--deadline", str(deadline)]
-        with folder.log.open("ab") as log:
-            child = subprocess.Popen(
-                [*supervisor, "--", *(spec.command or KEEP_ALIVE)],
-                cwd=folder.path,
-                env=workload_environment(spec, gpus),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # its own group, away from the worker's signals and lifetime
+        command = spec.main.command
+        # Started and recorded as one step: a cancelled activity must not leave a process nobody records.
+        with not_interrupted():
+            intent = LaunchRecord(
+                pid=0, start_ticks=0, started_at=utcnow(), gpus=gpus, deadline_seconds=deadline
             )
-        with _children_lock:
-            _children[child.pid] = child
-        info = process_info(child.pid)  # our unreaped child, so listed even if it has already ended
-        start_ticks = info.start_ticks if info else 0
-        folder.write_launch(
-            LaunchRecord(
-                pid=child.pid,
-                start_ticks=start_ticks,
-                started_at=utcnow(),
-                gpus=gpus,
-                deadline_seconds=deadline,
-            )
-        )
-        what = (
-            shlex.join(spec.command) if spec.command else "an idle process in place of the image's entrypoint"
-        )
+            folder.write_launching(intent)
+            with folder.log.open("ab") as log:
+                child = subprocess.Popen(
+                    [*supervisor, "--", *(command or KEEP_ALIVE)],
+                    cwd=folder.path,
+                    env=workload_environment(spec, gpus),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # its own group, away from the worker's signals and lifetime
+                )
+            with _children_lock:
+                _children[child.pid] = child
+            info = process_info(child.pid)  # our unreaped child, so listed even if it has already ended
+            self._record_launch(folder, child.pid, info.start_ticks if info else 0, gpus, deadline)
+        what = shlex.join(command) if command else "an idle process in place of the image's entrypoint"
         message = f"started {what} as process group {child.pid}"
         if gpus:
             message += f" with GPUs {', '.join(gpus)}"
         if again:
             message += "; the previous process was lost"
         folder.add_event("Normal", "Started", message)
+
+    @staticmethod
+    def _record_launch(
+        folder: WorkloadFolder, pid: int, start_ticks: int, gpus: list[str], deadline: int | None
+    ) -> LaunchRecord:
+        launch = LaunchRecord(
+            pid=pid, start_ticks=start_ticks, started_at=utcnow(), gpus=gpus, deadline_seconds=deadline
+        )
+        folder.write_launch(launch)
+        folder.clear_launching()
+        return launch
+
+    def _adopt(self, folder: WorkloadFolder, spec: WorkloadSpec) -> LaunchRecord | None:
+        """A process started by an apply that was killed before recording it: found by its labels."""
+        intent = folder.launching()
+        if intent is None:
+            return None
+        for group in labelled_groups(workload_labels(spec.project_id, spec.kind, spec.resource_id)):
+            info = process_info(group)
+            if info is not None:
+                deadline = (
+                    spec.active_deadline_seconds
+                    if kind_of(self.kinds, spec.kind).runs_to_completion
+                    else None
+                )
+                folder.add_event("Normal", "Adopted", f"process group {group} was started but not recorded")
+                return self._record_launch(folder, group, info.start_ticks, intent.gpus, deadline)
+        folder.clear_launching()  # it never started
+        return None
 
     @staticmethod
     def _owns_group(launch: LaunchRecord) -> bool:
@@ -277,14 +340,19 @@ class LocalRuntime:
         return True
 
     def _stop(self, launch: LaunchRecord) -> None:
-        if not self._owns_group(launch) or not group_members(launch.pid):
+        if self._owns_group(launch):
+            self._stop_group(launch.pid)
+
+    def _stop_group(self, process_group: int) -> None:
+        """SIGTERM, then SIGKILL after the grace period; raises if the group outlives both."""
+        if not group_members(process_group):
             return
-        signal_group(launch.pid, signal.SIGTERM)
-        if self._wait_group_gone(launch.pid, self._stop_grace_seconds):
+        signal_group(process_group, signal.SIGTERM)
+        if self._wait_group_gone(process_group, self._stop_grace_seconds):
             return
-        signal_group(launch.pid, signal.SIGKILL)
-        if not self._wait_group_gone(launch.pid, KILL_WAIT_SECONDS):
-            raise RuntimeError(f"process group {launch.pid} is still running after SIGKILL")
+        signal_group(process_group, signal.SIGKILL)
+        if not self._wait_group_gone(process_group, KILL_WAIT_SECONDS):
+            raise RuntimeError(f"process group {process_group} is still running after SIGKILL")
 
     def _delete(self, folder: WorkloadFolder) -> None:
         if not folder.exists():
@@ -292,6 +360,10 @@ class LocalRuntime:
         launch = folder.launch()
         if launch is not None:
             self._stop(launch)
+        spec = folder.spec()
+        if spec is not None:  # and whatever an interrupted apply started without recording it
+            for group in labelled_groups(workload_labels(spec.project_id, spec.kind, spec.resource_id)):
+                self._stop_group(group)
         with self._host_lock():
             folder.archive_log()
             with contextlib.suppress(FileNotFoundError):
@@ -311,7 +383,7 @@ class LocalRuntime:
 
     def _take_gpus(self, spec: WorkloadSpec) -> list[str] | None:
         """The devices to hand out, or None when too few are free."""
-        wanted = spec.resources.gpu
+        wanted = spec.main.resources.gpu
         if wanted == 0:
             return []
         free, _ = self._free_gpus()
@@ -319,7 +391,8 @@ class LocalRuntime:
 
     def _shortage(self, spec: WorkloadSpec) -> str:
         free, total = self._free_gpus()
-        message = f"needs {_plural(spec.resources.gpu, 'GPU')}, {len(free)} free of {total} on this host"
+        wanted = spec.main.resources.gpu
+        message = f"needs {_plural(wanted, 'GPU')}, {len(free)} free of {total} on this host"
         if total == 0:
             message += ": this host has no NVIDIA GPU (NVML finds none)"
         return message
@@ -330,8 +403,9 @@ class LocalRuntime:
         spec = folder.spec()
         if spec is None:
             return WorkloadStatus(state=WorkloadState.gone)
-        endpoints = [Endpoint(name=port.name, port=port.port, host=LOOPBACK) for port in spec.ports]
-        notes = unsupported(spec)
+        kind = kind_of(self.kinds, spec.kind)
+        endpoints = [Endpoint(name=port.name, port=port.port, host=LOOPBACK) for port in spec.main.ports]
+        notes = unsupported(spec, kind)
         finished = folder.finished()
         launch = folder.launch()
         if finished is None and launch is not None and is_running(launch):
@@ -344,7 +418,7 @@ class LocalRuntime:
             )
         finished = finished or folder.finished()  # it may have ended between the two reads
         if finished is not None:
-            return self._finished(folder, spec, launch, finished, notes)
+            return self._finished(folder, kind, launch, finished, notes)
         if launch is not None:
             return WorkloadStatus(
                 state=WorkloadState.failed,
@@ -354,7 +428,7 @@ class LocalRuntime:
                 started_at=launch.started_at,
                 unsupported=notes,
             )
-        if spec.resources.gpu:
+        if spec.main.resources.gpu:
             reason, message = "Unschedulable", self._shortage(spec)
         else:
             reason, message = "", "not started yet: the next apply starts it"
@@ -369,7 +443,7 @@ class LocalRuntime:
     @staticmethod
     def _finished(
         folder: WorkloadFolder,
-        spec: WorkloadSpec,
+        kind: RuntimeKind,
         launch: LaunchRecord | None,
         record: ExitRecord,
         notes: list[str],
@@ -377,10 +451,10 @@ class LocalRuntime:
         code = record.exit_code
         if record.reason:
             state, reason, message = WorkloadState.failed, record.reason, record.message
-        elif code == 0 and spec.kind == WorkloadKind.job:
+        elif code == 0 and kind.runs_to_completion:
             state, reason, message = WorkloadState.succeeded, "Completed", ""
         else:
-            # A container is meant to run until deleted, so its end is a failure even with exit code 0.
+            # A workload meant to run until deleted has failed when it ends, even with exit code 0.
             state, reason = WorkloadState.failed, "Completed" if code == 0 else "Error"
             message = folder.last_log_line() or record.message or f"exited with code {code}"
         return WorkloadStatus(

@@ -22,6 +22,7 @@ from activities.local_supervisor import (
 from models.workloads import RuntimeEvent, WorkloadSpec
 
 ARCHIVE_FOLDER = "logs"
+LAUNCHING_FILE = "launching"
 TAIL_BLOCK_BYTES = 64 * 1024
 
 
@@ -89,6 +90,13 @@ class WorkloadFolder:
         except FileNotFoundError:
             return None
 
+    def launching(self) -> LaunchRecord | None:
+        """What an apply meant to start, written before it started it."""
+        try:
+            return LaunchRecord.model_validate_json((self.path / LAUNCHING_FILE).read_text())
+        except FileNotFoundError:
+            return None
+
     def finished(self) -> ExitRecord | None:
         try:
             return ExitRecord.model_validate_json((self.path / EXIT_FILE).read_text())
@@ -111,6 +119,12 @@ class WorkloadFolder:
 
     def write_launch(self, launch: LaunchRecord) -> None:
         write_atomically(self.path / PID_FILE, launch.model_dump_json())
+
+    def write_launching(self, intent: LaunchRecord) -> None:
+        write_atomically(self.path / LAUNCHING_FILE, intent.model_dump_json())
+
+    def clear_launching(self) -> None:
+        (self.path / LAUNCHING_FILE).unlink(missing_ok=True)
 
     def write_finished(self, record: ExitRecord) -> None:
         write_atomically(self.path / EXIT_FILE, record.model_dump_json())

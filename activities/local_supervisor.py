@@ -105,6 +105,38 @@ def group_members(process_group: int) -> list[int]:
     return members
 
 
+def process_environment(pid: int) -> dict[str, str]:
+    """The environment a process started with; empty when it cannot be read (gone, another user's)."""
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
+
+
+def labelled_groups(labels: dict[str, str]) -> list[int]:
+    """Process groups led by a live process whose environment carries every one of `labels`.
+
+    Workloads start with their project, kind and resource ID in their environment, as Kubernetes objects
+    carry labels: what a lost record no longer names is still found by them.
+    """
+    if not PROC.is_dir():
+        return []
+    leaders = []
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        info = process_info(pid)
+        if info is None or info.ended or info.process_group != pid:
+            continue
+        environment = process_environment(pid)
+        if all(environment.get(key) == value for key, value in labels.items()):
+            leaders.append(pid)
+    return leaders
+
+
 def signal_group(process_group: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process_group, signum)

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from config import Settings
 from models.accounts import User
 from models.base import utcnow
@@ -123,7 +124,12 @@ class MailActivities:
 
     @activity.defn
     def send_mail(self, message: MailMessage) -> MailResult:
-        """Send, or keep in the outbox, once per ``message.key``; transient SMTP trouble raises to retry."""
+        """Send, or keep in the outbox, once per ``message.key``; transient SMTP trouble raises to retry.
+        Heartbeats while the SMTP server takes its time, so a lost worker's mail is retried in seconds."""
+        with heartbeating():
+            return self._send(message)
+
+    def _send(self, message: MailMessage) -> MailResult:
         with session_scope(self._engine) as session:
             record = session.get(MailRecord, message.key)
             if record is not None and record.status in MAIL_DONE:

@@ -19,8 +19,6 @@ from temporalio.client import Client, ScheduleUpdate, ScheduleUpdateInput
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ApiError, conflict
-from api.job_start import JobOwner, job_input
 from config import Settings
 from models.base import utcnow
 from models.catalog import Spec
@@ -29,6 +27,9 @@ from models.jobs import JobCreate
 from models.lifecycle import ProjectStatus
 from models.projects import Project, ProjectMember
 from models.schedules import RunEnd, RunOutcome, RunPlan, Schedule, ScheduleRun, StopAction
+from services.errors import DomainError, conflict
+from services.jobs import job_input
+from services.workloads import Owner
 
 NAME_ATTEMPTS = 5
 
@@ -98,7 +99,7 @@ class ScheduleActivities:
                     session,
                     self._settings,
                     session.get_one(Project, schedule.project_id),
-                    JobOwner(id=schedule.owner_id, username=schedule.owner),
+                    Owner(id=schedule.owner_id, username=schedule.owner),
                     JobCreate(
                         name=run.job_name,
                         spec_id=template.spec_id,
@@ -109,7 +110,7 @@ class ScheduleActivities:
                     ),
                     run.job_id,
                 )
-            except ApiError as refused:  # changed between the checks above and now
+            except DomainError as refused:  # changed between the checks above and now
                 run.outcome, run.message, run.ended_at = RunOutcome.skipped, refused.message[:2000], utcnow()
                 session.add(run)
                 session.commit()

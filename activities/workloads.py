@@ -1,19 +1,35 @@
-"""Activities over the workload runtime: thin, idempotent, and the same for both runtimes."""
+"""Activities over the workload runtime: thin, idempotent, the same for both runtimes, and heartbeating.
+
+Each call heartbeats while it blocks, so a worker killed mid-call has it retried within the heartbeat
+timeout, and a delete can cancel it. A refusal that no retry can change (an unknown kind, a request the
+Kubernetes API rejects as invalid or forbidden) fails at once and for good; everything else is retried by
+the workflow's retry policy, which is bounded, so a failure that never clears ends the workload with its
+reason instead of being retried for ever.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from activities.kube import KubernetesApiError
-from activities.runtime import WorkloadRuntime
-from models.workloads import ProjectEnvironment, WorkloadKind, WorkloadSpec, WorkloadStatus
+from activities.runtime import UnknownWorkloadKind, WorkloadRuntime
+from models.workloads import ProjectEnvironment, WorkloadSpec, WorkloadStatus
+
+T = TypeVar("T")
+RUNTIME_REJECTED = "RuntimeRejected"
+UNKNOWN_KIND = "UnknownWorkloadKind"
 
 
 class WorkloadRef(BaseModel):
     project_id: str
-    kind: WorkloadKind
+    kind: str
     resource_id: str
 
 
@@ -21,10 +37,23 @@ class WorkloadRef(BaseModel):
 _PERMANENT = {400, 403, 422}
 
 
-def _refused(exc: KubernetesApiError) -> ApplicationError | KubernetesApiError:
-    if exc.status not in _PERMANENT:
-        return exc
-    return ApplicationError(str(exc)[:2000], type="RuntimeRejected", non_retryable=True)
+@contextmanager
+def runtime_call() -> Iterator[None]:
+    """Heartbeat while the runtime works; turn refusals that retrying cannot fix into final failures."""
+    with heartbeating():
+        try:
+            yield
+        except UnknownWorkloadKind as exc:
+            raise ApplicationError(str(exc), type=UNKNOWN_KIND, non_retryable=True) from exc
+        except KubernetesApiError as exc:
+            if exc.status not in _PERMANENT:
+                raise
+            raise ApplicationError(str(exc)[:2000], type=RUNTIME_REJECTED, non_retryable=True) from exc
+
+
+def _call(method: Callable[[], T]) -> T:
+    with runtime_call():
+        return method()
 
 
 class WorkloadActivities:
@@ -33,31 +62,24 @@ class WorkloadActivities:
 
     @activity.defn
     def ensure_project_environment(self, environment: ProjectEnvironment) -> None:
-        try:
-            self._runtime.ensure_project(environment)
-        except KubernetesApiError as exc:
-            raise _refused(exc) from exc
+        _call(lambda: self._runtime.ensure_project(environment))
 
     @activity.defn
     def delete_project_environment(self, project_id: str) -> None:
-        self._runtime.delete_project(project_id)
+        _call(lambda: self._runtime.delete_project(project_id))
 
     @activity.defn
     def apply_workload(self, spec: WorkloadSpec) -> WorkloadStatus:
-        try:
-            return self._runtime.apply(spec)
-        except KubernetesApiError as exc:
-            raise _refused(exc) from exc
+        return _call(lambda: self._runtime.apply(spec))
 
     @activity.defn
     def workload_status(self, ref: WorkloadRef) -> WorkloadStatus:
-        return self._runtime.status(ref.project_id, ref.kind, ref.resource_id)
+        return _call(lambda: self._runtime.status(ref.project_id, ref.kind, ref.resource_id))
 
     @activity.defn
-    def delete_workload(self, ref: WorkloadRef) -> None:
-        self._runtime.delete(ref.project_id, ref.kind, ref.resource_id)
-
-    @activity.defn
-    def workload_logs(self, ref: WorkloadRef) -> str:
-        """Read once, before deletion, so a job's log outlives its workload."""
-        return self._runtime.logs(ref.project_id, ref.kind, ref.resource_id, tail_lines=2000)
+    def delete_workload(self, ref: WorkloadRef) -> WorkloadStatus:
+        """Delete, then say what the runtime still holds (`gone` once nothing is left); repeated until
+        gone, so a workload an interrupted apply created after an earlier delete goes too."""
+        with runtime_call():
+            self._runtime.delete(ref.project_id, ref.kind, ref.resource_id)
+            return self._runtime.status(ref.project_id, ref.kind, ref.resource_id)

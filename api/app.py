@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from api.deps import refuse_control_characters
 from api.errors import install_error_handlers
 from api.request_context import RequestIdMiddleware
 from api.routers import (
     applications,
     auth,
     catalog,
-    containers,
     health,
     job_templates,
-    jobs,
     mail,
     projects,
     schedules,
@@ -28,6 +28,19 @@ from api.routers import (
 from api.temporal import TemporalConnector
 from config import Settings, get_settings
 from models.database import make_engine
+from services.kinds import KINDS
+
+
+def workload_routers() -> list[APIRouter]:
+    """Each registered kind's routes, from the module its registry entry names."""
+    routers = []
+    for kind in KINDS:
+        router = getattr(importlib.import_module(kind.api_module), "router", None)
+        if not isinstance(router, APIRouter):
+            raise RuntimeError(f"{kind.api_module} has no APIRouter named router for kind {kind.name!r}")
+        routers.append(router)
+    return routers
+
 
 ROUTERS = [
     health.router,
@@ -35,8 +48,7 @@ ROUTERS = [
     users.router,
     catalog.router,
     projects.router,
-    containers.router,
-    jobs.router,
+    *workload_routers(),
     job_templates.router,
     schedules.router,
     applications.router,
@@ -62,6 +74,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description="Self-service ML collaboration platform API.",
+        dependencies=[Depends(refuse_control_characters)],
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)

@@ -1,21 +1,28 @@
-"""FastAPI dependencies: settings, database session, Temporal client, the signed-in user."""
+"""FastAPI dependencies: settings, database session, Temporal client, workload runtime, the signed-in user,
+and the guard every route has against control characters in its path, query and headers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.client import Client
 
-from api.errors import ApiError, forbidden
+from activities.runtime import WorkloadRuntime
+from api.errors import ApiError
 from api.security import hash_token
 from config import Settings
 from models.accounts import ApiToken, PlatformRole, User
 from models.base import utcnow
+from models.inputs import MAX_LIMIT, MAX_OFFSET, refused_character
+from services.errors import forbidden
+from services.runtimes import runtime_from_settings
+
+CHECKED_HEADERS = ("idempotency-key",)
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -35,16 +42,6 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-def release_connection(session: Session) -> None:
-    """Give the session's connection back to the pool before awaiting the workflow engine.
-
-    A session holds its connection until its transaction ends, and a wait on a workflow can be long: under
-    load, requests parked on Temporal would otherwise drain the pool that activities need. Loaded rows stay
-    readable, and the session opens a new transaction if used again.
-    """
-    session.close()
-
-
 async def get_temporal(request: Request) -> Client:
     client: Client | None = await request.app.state.temporal.get()
     if client is None:
@@ -58,9 +55,36 @@ async def get_optional_temporal(request: Request) -> Client | None:
     return client
 
 
+def get_runtime(request: Request) -> WorkloadRuntime:
+    """The workload runtime, built once per app: routes read events and logs from it."""
+    runtime: WorkloadRuntime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        runtime = request.app.state.runtime = runtime_from_settings(request.app.state.settings)
+    return runtime
+
+
+def refuse_control_characters(request: Request) -> None:
+    """Path and query values and the headers routes read may hold no control characters: they reach
+    database queries (PostgreSQL refuses NUL) and runtimes. Body fields are checked by their models."""
+    values = [
+        *(("path", name, value) for name, value in request.path_params.items()),
+        *(("query", name, value) for name, value in request.query_params.multi_items()),
+        *(("header", name, request.headers[name]) for name in CHECKED_HEADERS if name in request.headers),
+    ]
+    for _, name, value in values:
+        found = refused_character(str(value))
+        if found is not None:
+            raise ApiError(
+                422, "validation_error", f"{name}: must not contain control characters; found {found}", name
+            )
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+RuntimeDep = Annotated[WorkloadRuntime, Depends(get_runtime)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT}")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"Rows to skip, 0-{MAX_OFFSET}")]
 OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]
 
 _UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}

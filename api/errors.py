@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.request_context import request_id_var
+from services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, QuotaExceeded, Unavailable
 
 log = logging.getLogger("mlcp.api")
 
@@ -29,7 +30,7 @@ _STATUS_CODES = {
 
 
 class ApiError(Exception):
-    """Raise from a route or dependency to answer with the error shape."""
+    """An answer only HTTP has (401 and the like); services raise DomainError, which maps the same way."""
 
     def __init__(
         self,
@@ -43,20 +44,19 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
 
 
-def not_found(kind: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"{kind} {ident!r} does not exist")
+# What each domain refusal (services/errors.py) answers over HTTP.
+DOMAIN_STATUS = {
+    NotFound: 404,
+    QuotaExceeded: 409,
+    Conflict: 409,
+    Invalid: 422,
+    Forbidden: 403,
+    Unavailable: 503,
+}
 
 
-def conflict(message: str, field: str | None = None, code: str = "conflict") -> ApiError:
-    return ApiError(409, code, message, field)
-
-
-def forbidden(message: str) -> ApiError:
-    return ApiError(403, "forbidden", message)
-
-
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "validation_error", f"{field}: {message}", field)
+def status_of(error: DomainError) -> int:
+    return next(status for kind, status in DOMAIN_STATUS.items() if isinstance(error, kind))
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, str]:
@@ -78,6 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.field), exc.status, headers=exc.headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, EmailStr, field_validator
 from sqlmodel import Field, SQLModel
 
 from models.base import UTCDateTime, new_id, utcnow
+from models.inputs import RequestModel
 
 USERNAME_RULE = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 PASSWORD_MIN_LENGTH = 8
@@ -53,7 +54,7 @@ def _check_password(value: str) -> str:
     return value
 
 
-class UserCreate(BaseModel):
+class UserCreate(RequestModel):
     username: str
     password: str
     display_name: str = ""
@@ -72,7 +73,7 @@ class UserCreate(BaseModel):
     _password = field_validator("password")(_check_password)
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestModel):
     display_name: str | None = None
     email: EmailStr | None = None
     role: PlatformRole | None = None
@@ -89,14 +90,14 @@ class UserPublic(BaseModel):
     created_at: datetime
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(RequestModel):
     current_password: str
     new_password: str
 
     _new = field_validator("new_password")(_check_password)
 
 
-class PasswordReset(BaseModel):
+class PasswordReset(RequestModel):
     """Admin reset: give a password, or leave it out to have one generated and shown once."""
 
     new_password: str | None = None

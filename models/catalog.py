@@ -19,6 +19,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, select
 
 from models.base import UTCDateTime, new_id, utcnow
+from models.inputs import Multiline, RequestModel
 
 NAME_MAX_LENGTH = 64
 DESCRIPTION_MAX_LENGTH = 1000
@@ -29,7 +30,9 @@ DEFAULT_CURRENCY = "TWD"
 CatalogName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH)
 ]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=DESCRIPTION_MAX_LENGTH)]
+Description = Annotated[
+    str, Multiline, StringConstraints(strip_whitespace=True, max_length=DESCRIPTION_MAX_LENGTH)
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 # Hourly prices keep up to four decimal places (fractions of a cent for cheap CPU specs).
 HourlyPrice = Annotated[
@@ -146,7 +149,7 @@ def _millis(value: float | None) -> float | None:
     return value
 
 
-class GpuModelCreate(BaseModel):
+class GpuModelCreate(RequestModel):
     name: CatalogName
     vendor: GpuVendor
     memory_gb: int = SchemaField(gt=0, le=_MAX_GPU_MEMORY_GB)
@@ -154,7 +157,7 @@ class GpuModelCreate(BaseModel):
     description: Description = ""
 
 
-class GpuModelUpdate(BaseModel):
+class GpuModelUpdate(RequestModel):
     name: CatalogName | None = None
     vendor: GpuVendor | None = None
     memory_gb: int | None = SchemaField(default=None, gt=0, le=_MAX_GPU_MEMORY_GB)
@@ -173,7 +176,7 @@ class GpuModelPublic(BaseModel):
     updated_at: datetime
 
 
-class SpecCreate(BaseModel):
+class SpecCreate(RequestModel):
     name: CatalogName
     gpu_model_id: str | None = None
     gpu_count: int = SchemaField(default=0, ge=0, le=_MAX_GPU_COUNT)
@@ -187,7 +190,7 @@ class SpecCreate(BaseModel):
     _vcpu = field_validator("vcpu", "ram_gb")(_millis)
 
 
-class SpecUpdate(BaseModel):
+class SpecUpdate(RequestModel):
     name: CatalogName | None = None
     gpu_model_id: str | None = None
     gpu_count: int | None = SchemaField(default=None, ge=0, le=_MAX_GPU_COUNT)
@@ -219,12 +222,12 @@ class SpecPublic(BaseModel):
     _price = field_validator("hourly_price")(display_price)
 
 
-class PurposeCreate(BaseModel):
+class PurposeCreate(RequestModel):
     name: CatalogName
     description: Description = ""
 
 
-class PurposeUpdate(BaseModel):
+class PurposeUpdate(RequestModel):
     name: CatalogName | None = None
     description: Description | None = None
 

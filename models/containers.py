@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from sqlalchemy import JSON, String
 from sqlmodel import Field as SQLField
-from sqlmodel import SQLModel
 
-from models.base import UTCDateTime, utcnow
-from models.workload_lifecycle import WorkloadLifecycleState, WorkloadTimings
-from models.workloads import STANDARD_PORTS, Endpoint, RuntimeEvent, WorkloadSpec
+from models.base import UTCDateTime
+from models.inputs import ImageReference, RequestModel
+from models.workload_lifecycle import (
+    ResourceColumns,
+    UpdatedAt,
+    WorkloadDetailFields,
+    WorkloadFields,
+    WorkloadLifecycleState,
+    WorkloadRecord,
+    WorkloadTimings,
+)
+from models.workloads import STANDARD_PORTS, Endpoint, WorkloadSpec
 
 
 class ContainerStatus(StrEnum):
@@ -26,44 +34,33 @@ class ContainerStatus(StrEnum):
     deleted = "deleted"
 
 
-class Container(SQLModel, table=True):
-    id: str = SQLField(primary_key=True, max_length=32)
-    project_id: str = SQLField(foreign_key="project.id", index=True, ondelete="CASCADE")
-    owner_id: str = SQLField(foreign_key="user.id", index=True)
-    owner: str = SQLField(max_length=32)
-    name: str = SQLField(max_length=128, index=True)
-    spec_id: str | None = SQLField(default=None, foreign_key="spec.id", ondelete="RESTRICT", index=True)
-    image: str = SQLField(max_length=512)
-    gpu: int = 0
-    gpu_model: str | None = SQLField(default=None, max_length=128)
-    vcpu: float
-    ram_gb: float
-    shm_gb: float | None = None
-    ports: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
-    # Plain strings, not database enums: a new status needs no type migration.
-    status: ContainerStatus = SQLField(sa_type=String(24), index=True)
-    reason: str = SQLField(default="", max_length=128)
-    message: str = SQLField(default="", max_length=2000)
-    queue_position: int | None = None
-    endpoints: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
+class ContainerFields(WorkloadFields):
+    status: ContainerStatus = SQLField(default=ContainerStatus.scheduled, sa_type=String(24), index=True)
     start_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
     end_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
-    version: int = 0  # the workflow's state version; older snapshots never overwrite newer ones
-    created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Container(ResourceColumns, UpdatedAt, WorkloadRecord, ContainerFields, table=True):
+    ports: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
+    endpoints: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
 
 
 class ContainerTimings(WorkloadTimings):
     check_interval: timedelta = timedelta(hours=1)  # once running or failed: rare looks keep history small
 
 
-class ContainerState(WorkloadLifecycleState):
+class ContainerState(WorkloadLifecycleState, ContainerFields):
     """Everything the workflow owns; carried through continue-as-new."""
 
-    status: ContainerStatus = ContainerStatus.scheduled
-    start_at: datetime | None = None
-    end_at: datetime | None = None
     endpoints: list[Endpoint] = []
+
+    def record(self) -> dict[str, Any]:
+        """The read model's columns for this state."""
+        return {
+            **ResourceColumns.of(self.spec),
+            "ports": [port.model_dump() for port in self.spec.main.ports],
+            "endpoints": [endpoint.model_dump() for endpoint in self.endpoints],
+        }
 
 
 class ContainerInput(BaseModel):
@@ -81,11 +78,6 @@ class ContainerInput(BaseModel):
     resume: ContainerState | None = None  # set by continue-as-new
 
 
-class ContainerDelete(BaseModel):
-    user_id: str
-    username: str
-
-
 # ---- API schemas (manual 5.4.1-5.4.3) ------------------------------------------------------------
 
 SSH_KEY_PATTERN = (
@@ -94,10 +86,10 @@ SSH_KEY_PATTERN = (
 )
 
 
-class ContainerCreate(BaseModel):
+class ContainerCreate(RequestModel):
     name: str = Field(pattern=r"^[a-z0-9]{1,40}$", description="Lowercase letters and digits, 1-40")
     spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
-    image: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
+    image: ImageReference
     password: str | None = Field(
         None, min_length=8, max_length=128, description="Root password; only its SHA-512 crypt hash is kept"
     )
@@ -120,7 +112,9 @@ class ContainerCreate(BaseModel):
 
 
 class ContainerBatchCreate(ContainerCreate):
-    members: list[str] = Field(min_length=1, max_length=100, description="Usernames; each owns theirs")
+    members: list[Annotated[str, Field(max_length=32)]] = Field(
+        min_length=1, max_length=100, description="Usernames; each owns theirs"
+    )
     count_per_member: int = Field(1, ge=1, le=20)
 
 
@@ -131,46 +125,10 @@ class EndpointPublic(BaseModel):
     connect: str  # ready to copy: `ssh root@HOST -p PORT`, or a URL
 
 
-class ContainerPublic(BaseModel):
-    id: str
-    project_id: str
-    owner: str
-    name: str
-    spec_id: str | None
-    image: str
-    gpu: int
-    gpu_model: str | None
-    vcpu: float
-    ram_gb: float
-    shm_gb: float | None
+class ContainerPublic(ResourceColumns, UpdatedAt, ContainerFields):
     services: list[str]
-    status: ContainerStatus
-    reason: str
-    message: str
-    queue_position: int | None
     endpoints: list[EndpointPublic]
-    start_at: datetime | None
-    end_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
 
 
-class ContainerDetail(ContainerPublic):
-    events: list[RuntimeEvent]
-    log_tail: str
-
-
-class ContainerIds(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=200)
-
-
-class ContainerDeleteResult(BaseModel):
-    id: str
-    ok: bool
-    status: ContainerStatus | None = None
-    error: str | None = None  # the error code, e.g. not_found, forbidden, conflict
-    message: str = ""
-
-
-class ContainerDeleteResults(BaseModel):
-    results: list[ContainerDeleteResult]
+class ContainerDetail(ContainerPublic, WorkloadDetailFields):
+    pass

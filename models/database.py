@@ -56,6 +56,16 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+def release_connection(session: Session) -> None:
+    """Give the session's connection back to the pool before awaiting the workflow engine.
+
+    A session holds its connection until its transaction ends, and a wait on a workflow can be long: under
+    load, requests parked on Temporal would otherwise drain the pool that activities need. Loaded rows stay
+    readable, and the session opens a new transaction if used again.
+    """
+    session.close()
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

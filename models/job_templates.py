@@ -16,7 +16,8 @@ from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, select
 
 from models.base import UTCDateTime, new_id, utcnow
-from models.jobs import ENV_NAME_PATTERN, Job
+from models.inputs import ImageReference, RequestModel
+from models.jobs import Command, Environment, Job, check_command, check_env
 from models.schedules import ScheduleRun
 
 # Job names are at most 40 characters; a template's name leaves room for the sequence number runs add.
@@ -45,51 +46,31 @@ class JobTemplate(SQLModel, table=True):
 # ---- API schemas ---------------------------------------------------------------------------------
 
 
-def _command_not_blank(command: str | None) -> str | None:
-    if command is not None and not command.strip():
-        raise ValueError("must not be blank")
-    return command
-
-
-def _env_names(env: dict[str, str] | None) -> dict[str, str] | None:
-    """The rules jobs apply (models/jobs.py), so a template never holds what a job would refuse."""
-    for name, value in (env or {}).items():
-        if not re.match(ENV_NAME_PATTERN, name):
-            raise ValueError(
-                f"{name!r} is not a variable name (letters, digits, _; not starting with a digit)"
-            )
-        if len(value) > 4096:
-            raise ValueError(f"the value of {name} is longer than 4096 characters")
-    return env
-
-
-class JobTemplateCreate(BaseModel):
+class JobTemplateCreate(RequestModel):
     name: str = Field(
         pattern=NAME_PATTERN, description=f"Lowercase letters and digits, 1-{TEMPLATE_NAME_MAX}"
     )
     spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
-    image: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
-    command: str = Field(
-        min_length=1, max_length=16_384, description="One shell command line, run as /bin/sh -c"
-    )
-    env: dict[str, str] = Field(default_factory=dict, max_length=100, description="Environment variables")
+    image: ImageReference
+    command: Command
+    env: Environment = Field(default_factory=dict)
     shm_gb: float | None = Field(None, gt=0, le=1024)
 
-    _command = field_validator("command")(_command_not_blank)
-    _env = field_validator("env")(_env_names)
+    _command = field_validator("command")(check_command)
+    _env = field_validator("env")(check_env)
 
 
-class JobTemplateUpdate(BaseModel):
+class JobTemplateUpdate(RequestModel):
     """Fields left out stay as they are; the name is the template's identity and stays too."""
 
     spec_id: str | None = Field(None, max_length=32)
-    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^\S+$")
-    command: str | None = Field(None, min_length=1, max_length=16_384)
-    env: dict[str, str] | None = Field(None, max_length=100)
+    image: ImageReference | None = None
+    command: Command | None = None
+    env: Environment | None = None
     shm_gb: float | None = Field(None, gt=0, le=1024)
 
-    _command = field_validator("command")(_command_not_blank)
-    _env = field_validator("env")(_env_names)
+    _command = field_validator("command")(check_command)
+    _env = field_validator("env")(check_env)
 
 
 class JobTemplatePublic(BaseModel):
@@ -106,7 +87,7 @@ class JobTemplatePublic(BaseModel):
     updated_at: datetime
 
 
-class TemplateRun(BaseModel):
+class TemplateRun(RequestModel):
     """Run a template now; the job's name defaults to the template's name plus the next free number."""
 
     name: str | None = Field(None, pattern=r"^[a-z0-9]{1,40}$", description="Lowercase letters and digits")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import JSON, String, Text
@@ -16,8 +17,17 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
-from models.workload_lifecycle import WorkloadLifecycleState, WorkloadTimings
-from models.workloads import RuntimeEvent, WorkloadSpec
+from models.inputs import ImageReference, Multiline, RequestModel
+from models.workload_lifecycle import (
+    ResourceColumns,
+    UpdatedAt,
+    WorkloadDetailFields,
+    WorkloadFields,
+    WorkloadLifecycleState,
+    WorkloadRecord,
+    WorkloadTimings,
+)
+from models.workloads import WorkloadSpec
 
 # The stored log keeps the end of the output: that is where a failure explains itself.
 LOG_KEEP_BYTES = 1024 * 1024
@@ -37,34 +47,22 @@ class JobStatus(StrEnum):
 FINISHED = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.deleted})
 
 
-class Job(SQLModel, table=True):
-    id: str = SQLField(primary_key=True, max_length=32)
-    project_id: str = SQLField(foreign_key="project.id", index=True, ondelete="CASCADE")
-    owner_id: str = SQLField(foreign_key="user.id", index=True)
-    owner: str = SQLField(max_length=32)
-    name: str = SQLField(max_length=128, index=True)
-    spec_id: str | None = SQLField(default=None, foreign_key="spec.id", ondelete="RESTRICT", index=True)
-    image: str = SQLField(max_length=512)
-    command: str = SQLField(sa_type=Text)
-    env: dict[str, str] = SQLField(default_factory=dict, sa_type=JSON)
-    gpu: int = 0
-    gpu_model: str | None = SQLField(default=None, max_length=128)
-    vcpu: float
-    ram_gb: float
-    shm_gb: float | None = None
-    max_runtime_seconds: int | None = None
-    # Plain strings, not database enums: a new status needs no type migration.
-    status: JobStatus = SQLField(sa_type=String(24), index=True)
-    reason: str = SQLField(default="", max_length=128)
-    message: str = SQLField(default="", max_length=2000)
+class JobFields(WorkloadFields):
+    status: JobStatus = SQLField(default=JobStatus.waiting, sa_type=String(24), index=True)
+    command: str = SQLField(sa_type=Text)  # as the user gave it; the spec holds the shell invocation of it
     exit_code: int | None = None
-    queue_position: int | None = None
     started_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
     log_kept: bool = False  # the log is in job_log: read it there, the runtime holds nothing any more
-    version: int = 0  # the workflow's state version; older snapshots never overwrite newer ones
-    created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class JobRunColumns(SQLModel):
+    env: dict[str, str] = SQLField(default_factory=dict, sa_type=JSON)
+    max_runtime_seconds: int | None = None
+
+
+class Job(ResourceColumns, JobRunColumns, UpdatedAt, WorkloadRecord, JobFields, table=True):
+    pass
 
 
 class JobLog(SQLModel, table=True):
@@ -88,19 +86,21 @@ class JobTimings(WorkloadTimings):
     log_timeout: timedelta = timedelta(minutes=2)
 
 
-class JobState(WorkloadLifecycleState):
+class JobState(WorkloadLifecycleState, JobFields):
     """Everything the workflow owns; carried through continue-as-new."""
 
-    status: JobStatus = JobStatus.waiting
-    command: str
-    exit_code: int | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
     applied_at: datetime | None = None  # workflow time; the runtime's deadline counts from about then
     log_snapshot_taken: bool = False  # the copy taken before the deadline
-    log_kept: bool = False
     cleaned_up: bool = False  # workload gone and reservation released: the job is over
     poll_delay: timedelta | None = None  # the back-off reached, so continue-as-new does not restart it
+
+    def record(self) -> dict[str, Any]:
+        """The read model's columns for this state."""
+        return {
+            **ResourceColumns.of(self.spec),
+            "env": dict(self.spec.main.env),
+            "max_runtime_seconds": self.spec.active_deadline_seconds,
+        }
 
 
 class JobInput(BaseModel):
@@ -117,90 +117,61 @@ class JobInput(BaseModel):
     resume: JobState | None = None  # set by continue-as-new
 
 
-class JobDelete(BaseModel):
-    user_id: str
-    username: str
-
-
 # ---- API schemas (manual 5.5.1) -------------------------------------------------------------------
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+ENV_VALUE_MAX = 4096
+COMMAND_MAX = 16_384
 
 
-class JobCreate(BaseModel):
+def check_command(command: str | None) -> str | None:
+    if command is not None and not command.strip():
+        raise ValueError("must not be blank")
+    return command
+
+
+def check_env(env: dict[str, str] | None) -> dict[str, str] | None:
+    for name, value in (env or {}).items():
+        if not re.match(ENV_NAME_PATTERN, name):
+            raise ValueError(
+                f"{name!r} is not a variable name (letters, digits, _; not starting with a digit)"
+            )
+        if len(value) > ENV_VALUE_MAX:
+            raise ValueError(f"the value of {name} is longer than {ENV_VALUE_MAX} characters")
+    return env
+
+
+# A command line may span lines (a script), as may an environment value (a certificate, say).
+Command = Annotated[
+    str,
+    Multiline,
+    Field(
+        min_length=1,
+        max_length=COMMAND_MAX,
+        description='One shell command line, run as /bin/sh -c, e.g. echo "Hello World!"',
+    ),
+]
+Environment = Annotated[
+    dict[str, str], Multiline, Field(max_length=100, description="Environment variables")
+]
+
+
+class JobCreate(RequestModel):
     name: str = Field(pattern=r"^[a-z0-9]{1,40}$", description="Lowercase letters and digits, 1-40")
     spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
-    image: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
-    command: str = Field(
-        min_length=1,
-        max_length=16_384,
-        description='One shell command line, run as /bin/sh -c, e.g. echo "Hello World!"',
-    )
-    env: dict[str, str] = Field(default_factory=dict, max_length=100, description="Environment variables")
+    image: ImageReference
+    command: Command
+    env: Environment = Field(default_factory=dict)
     shm_gb: float | None = Field(None, gt=0, le=1024)
 
-    @field_validator("command")
-    @classmethod
-    def _not_blank(cls, command: str) -> str:
-        if not command.strip():
-            raise ValueError("must not be blank")
-        return command
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
-            if not re.match(ENV_NAME_PATTERN, name):
-                raise ValueError(
-                    f"{name!r} is not a variable name (letters, digits, _; not starting with a digit)"
-                )
-            if len(value) > 4096:
-                raise ValueError(f"the value of {name} is longer than 4096 characters")
-        return env
+    _command = field_validator("command")(check_command)
+    _env = field_validator("env")(check_env)
 
 
-class JobPublic(BaseModel):
-    id: str
-    project_id: str
-    owner: str
-    name: str
-    spec_id: str | None
-    image: str
-    command: str
-    env: dict[str, str]
-    gpu: int
-    gpu_model: str | None
-    vcpu: float
-    ram_gb: float
-    shm_gb: float | None
-    max_runtime_seconds: int | None
-    status: JobStatus
-    reason: str
-    message: str
-    exit_code: int | None
-    queue_position: int | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+class JobPublic(ResourceColumns, JobRunColumns, UpdatedAt, JobFields):
+    pass
 
 
-class JobDetail(JobPublic):
-    events: list[RuntimeEvent]  # the runtime's, while it holds the job
-    log_tail: str  # live while the job runs; from the stored log once it has finished
-
-
-class JobIds(BaseModel):
-    ids: list[str] = Field(min_length=1, max_length=200)
-
-
-class JobDeleteResult(BaseModel):
-    id: str
-    ok: bool
-    status: JobStatus | None = None
-    error: str | None = None  # the error code, e.g. not_found, forbidden, conflict
-    message: str = ""
-
-
-class JobDeleteResults(BaseModel):
-    results: list[JobDeleteResult]
+class JobDetail(JobPublic, WorkloadDetailFields):
+    """Events are the runtime's while it holds the job; the log tail is live while the job runs and the
+    kept copy once it has finished."""

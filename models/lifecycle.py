@@ -104,7 +104,10 @@ class LifecycleTimings(BaseModel):
 
     reminder_before: timedelta = timedelta(days=7)
     grace_period: timedelta = timedelta(days=14)
-    workload_shutdown_timeout: timedelta = timedelta(minutes=30)
+    # A project's deletion ends within about two minutes whatever its workloads do: they get this long to
+    # delete themselves, then their workflows are cancelled, and terminated if still there after the second.
+    workload_shutdown_timeout: timedelta = timedelta(seconds=60)
+    workload_cancel_timeout: timedelta = timedelta(seconds=20)
 
 
 class ProjectDetails(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import JSON, String
@@ -11,6 +11,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
+from models.inputs import Multiline, RequestModel
 from models.lifecycle import (
     ApplicationStatus,
     ApplicationType,
@@ -82,7 +83,7 @@ class ApplicationRecord(SQLModel, table=True):
 # ---- API schemas ------------------------------------------------------------------------------
 
 
-class QuotaRequest(BaseModel):
+class QuotaRequest(RequestModel):
     gpu: int = Field(0, ge=0, le=1024)
     vcpu: float = Field(0, ge=0, le=100_000)
     ram_gb: float = Field(0, ge=0, le=1_000_000)
@@ -92,22 +93,22 @@ class QuotaRequest(BaseModel):
         return Quota(**self.model_dump(include={"gpu", "vcpu", "ram_gb", "storage_gb"}))
 
 
-class MemberIn(BaseModel):
-    username: str
+class MemberIn(RequestModel):
+    username: str = Field(min_length=1, max_length=32)
     role: MemberRole = MemberRole.member
 
 
-class ProjectCreate(BaseModel):
+class ProjectCreate(RequestModel):
     name: str = Field(min_length=1, max_length=128)
-    description: str = Field("", max_length=2000)
+    description: Annotated[str, Multiline] = Field("", max_length=2000)
     start_at: datetime
     end_at: datetime
-    purpose_id: str | None = None
+    purpose_id: str | None = Field(None, max_length=32)
     members: list[MemberIn] = Field(
-        min_length=1, description="At least one; the applicant is always a project admin."
+        min_length=1, max_length=500, description="At least one; the applicant is always a project admin."
     )
     quota: QuotaRequest
-    reason: str = Field("", max_length=2000)
+    reason: Annotated[str, Multiline] = Field("", max_length=2000)
 
     @field_validator("name")
     @classmethod
@@ -132,19 +133,19 @@ class ProjectCreate(BaseModel):
         return value
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(RequestModel):
     name: str | None = Field(None, min_length=1, max_length=128)
-    description: str | None = Field(None, max_length=2000)
-    members: list[MemberIn] | None = Field(None, min_length=1)
+    description: Annotated[str, Multiline] | None = Field(None, max_length=2000)
+    members: list[MemberIn] | None = Field(None, min_length=1, max_length=500)
 
 
-class ExtensionCreate(BaseModel):
+class ExtensionCreate(RequestModel):
     days: int = Field(ge=1, le=3650)
-    reason: str = Field("", max_length=2000)
+    reason: Annotated[str, Multiline] = Field("", max_length=2000)
 
 
 class QuotaApplicationCreate(QuotaRequest):
-    reason: str = Field("", max_length=2000)
+    reason: Annotated[str, Multiline] = Field("", max_length=2000)
 
     @model_validator(mode="after")
     def _something(self) -> QuotaApplicationCreate:
@@ -153,8 +154,8 @@ class QuotaApplicationCreate(QuotaRequest):
         return self
 
 
-class Rejection(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000)
+class Rejection(RequestModel):
+    reason: Annotated[str, Multiline] = Field(min_length=1, max_length=2000)
 
     @field_validator("reason")
     @classmethod
@@ -164,8 +165,8 @@ class Rejection(BaseModel):
         return value.strip()
 
 
-class Approval(BaseModel):
-    reason: str = Field("", max_length=2000)
+class Approval(RequestModel):
+    reason: Annotated[str, Multiline] = Field("", max_length=2000)
 
 
 class MemberPublic(BaseModel):

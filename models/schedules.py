@@ -19,6 +19,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import Page, UTCDateTime, new_id, utcnow
+from models.inputs import Multiline, RequestModel
 from models.jobs import JobInput, JobPublic
 
 # Job names are at most 40 characters; a schedule's name leaves room for the run number.
@@ -93,29 +94,29 @@ class Weekday(StrEnum):
     saturday = "saturday"
 
 
-class MonthlyTrigger(BaseModel):
+class MonthlyTrigger(RequestModel):
     kind: Literal["monthly"]
     day: int = Field(ge=1, le=31, description="Day of the month; months without it are skipped")
     at: str = Field(pattern=TIME_PATTERN, description="HH:MM in the schedule's time zone")
 
 
-class WeeklyTrigger(BaseModel):
+class WeeklyTrigger(RequestModel):
     kind: Literal["weekly"]
     weekday: Weekday
     at: str = Field(pattern=TIME_PATTERN, description="HH:MM in the schedule's time zone")
 
 
-class DailyTrigger(BaseModel):
+class DailyTrigger(RequestModel):
     kind: Literal["daily"]
     at: str = Field(pattern=TIME_PATTERN, description="HH:MM in the schedule's time zone")
 
 
-class HoursTrigger(BaseModel):
+class HoursTrigger(RequestModel):
     kind: Literal["every_hours"]
     every: int = Field(ge=1, le=24 * 366, description="Hours between runs, counted from start_at")
 
 
-class MinutesTrigger(BaseModel):
+class MinutesTrigger(RequestModel):
     kind: Literal["every_minutes"]
     every: int = Field(ge=1, le=60 * 24 * 366, description="Minutes between runs, counted from start_at")
 
@@ -135,7 +136,7 @@ _CRON_NAMES: tuple[dict[str, int], ...] = (
 _CRON_LABELS = ("minute", "hour", "day of month", "month", "day of week")
 
 
-class CronTrigger(BaseModel):
+class CronTrigger(RequestModel):
     kind: Literal["cron"]
     expression: str = Field(
         max_length=200, description="Five fields: minute hour day-of-month month day-of-week"
@@ -178,11 +179,11 @@ def check_time_zone(name: str) -> str:
 # ---- API schemas ---------------------------------------------------------------------------------
 
 
-class ScheduleCreate(BaseModel):
+class ScheduleCreate(RequestModel):
     name: str = Field(
         pattern=NAME_PATTERN, description=f"Lowercase letters and digits, 1-{SCHEDULE_NAME_MAX}"
     )
-    description: str = Field("", max_length=2000)
+    description: Annotated[str, Multiline] = Field("", max_length=2000)
     time_zone: str = Field("Asia/Taipei", max_length=64, description="IANA name; triggers use its clock")
     start_at: AwareDatetime | None = Field(None, description="No run before this; None: from now")
     end_at: AwareDatetime | None = Field(None, description="No run after this; None: until deleted")
@@ -193,13 +194,13 @@ class ScheduleCreate(BaseModel):
     _zone = field_validator("time_zone")(check_time_zone)
 
 
-class ScheduleUpdate(BaseModel):
+class ScheduleUpdate(RequestModel):
     """Fields left out stay as they are; an explicit null clears start_at, end_at or template_id.
     The name cannot change (manual 5.5.2), so sending one is refused."""
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = Field(None, max_length=2000)
+    description: Annotated[str, Multiline] | None = Field(None, max_length=2000)
     time_zone: str | None = Field(None, max_length=64)
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
@@ -213,11 +214,11 @@ class ScheduleUpdate(BaseModel):
         return None if name is None else check_time_zone(name)
 
 
-class PauseRequest(BaseModel):
-    note: str = Field("", max_length=500)
+class PauseRequest(RequestModel):
+    note: Annotated[str, Multiline] = Field("", max_length=500)
 
 
-class TemplateScheduleRequest(BaseModel):
+class TemplateScheduleRequest(RequestModel):
     """Run a template as a schedule: attach it to an existing schedule, or make a new one for it."""
 
     schedule_id: str | None = Field(None, max_length=32, description="An existing schedule to attach to")

@@ -1,41 +1,103 @@
-"""What every workload workflow (containers, jobs) keeps the same way: its place in the project's ledger,
-its hold on the runtime and its read-model version. Subclasses add their status and their own fields."""
+"""What every workload kind (containers, jobs, and the kinds to come) shares, declared once.
+
+The fields a kind's table, public model and workflow state have in common are declared here as SQLModel
+bases; each kind adds its status enum and its own fields on top (models/containers.py, models/jobs.py):
+
+- `WorkloadFields`: stored, shown and carried by the workflow: who, where, what it is called, how it stands;
+- `WorkloadBookkeeping`: stored and carried, never shown: the owner's ID and the workflow's version
+  (`WorkloadRecord` is both: what any kind's row or state has);
+- `ResourceColumns`: stored and shown: the main role's image and resources, flattened for filtering;
+- `WorkloadLifecycleState`: what the workflow alone keeps (its spec, its place in the ledger, its hold
+  on the runtime).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import String
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
 
-from models.workloads import WorkloadSpec
+from models.base import UTCDateTime, utcnow
+from models.inputs import RequestModel
+from models.workloads import RuntimeEvent, WorkloadSpec
+
+REASON_MAX = 128
+MESSAGE_MAX = 2000
+
+
+class WorkloadFields(SQLModel):
+    id: str = SQLField(primary_key=True, max_length=32)
+    project_id: str = SQLField(foreign_key="project.id", index=True, ondelete="CASCADE")
+    owner: str = SQLField(max_length=32)
+    name: str = SQLField(max_length=128, index=True)
+    spec_id: str | None = SQLField(default=None, foreign_key="spec.id", ondelete="RESTRICT", index=True)
+    # Each kind narrows it to its own status enum. Plain strings in the database, not enums there: a new
+    # status needs no type migration.
+    status: str = SQLField(sa_type=String(24), index=True)
+    reason: str = SQLField(default="", max_length=REASON_MAX)
+    message: str = SQLField(default="", max_length=MESSAGE_MAX)
+    queue_position: int | None = None
+    created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WorkloadBookkeeping(SQLModel):
+    owner_id: str = SQLField(foreign_key="user.id", index=True)
+    version: int = 0  # the workflow's state version; older snapshots never overwrite newer ones
+
+
+class ResourceColumns(SQLModel):
+    image: str = SQLField(max_length=512)
+    gpu: int = 0
+    gpu_model: str | None = SQLField(default=None, max_length=128)
+    vcpu: float
+    ram_gb: float
+    shm_gb: float | None = None
+
+    @staticmethod
+    def of(spec: WorkloadSpec) -> dict[str, object]:
+        """The columns for a spec: its main role's image and resources."""
+        role = spec.main
+        resources = role.resources
+        return {
+            "image": role.image,
+            "gpu": resources.gpu,
+            "gpu_model": resources.gpu_model,
+            "vcpu": resources.vcpu,
+            "ram_gb": resources.ram_gb,
+            "shm_gb": resources.shm_gb,
+        }
+
+
+class UpdatedAt(SQLModel):
+    updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class WorkloadTimings(BaseModel):
-    """How often a workload workflow looks at the runtime; tests shorten them."""
+    """How often a workload workflow looks at the runtime and how long it waits for it; tests shorten them."""
 
     first_poll: timedelta = timedelta(seconds=1)
     max_poll: timedelta = timedelta(seconds=30)  # while starting, polls back off up to this
     gone_max_poll: timedelta = timedelta(seconds=30)  # after a delete: the next in line waits for it
     apply_timeout: timedelta = timedelta(minutes=2)
     delete_timeout: timedelta = timedelta(minutes=2)
+    # A runtime that still holds the workload this long after the delete is given up on: the workload ends
+    # saying so, its reservation goes back, and the project's deletion removes the rest by its labels.
+    removal_timeout: timedelta = timedelta(minutes=5)
 
 
-class WorkloadLifecycleState(BaseModel):
-    """Carried through continue-as-new, and recorded to the read model at every change."""
+class WorkloadRecord(WorkloadBookkeeping, WorkloadFields):
+    """Any kind's row or workflow state: what the shared routes, records and cleanups read."""
 
-    id: str
-    project_id: str
-    owner_id: str
-    owner: str
-    name: str
-    spec_id: str | None = None  # the catalog spec it was created from, if any
+
+class WorkloadLifecycleState(WorkloadRecord):
+    """Carried through continue-as-new, and recorded to the read model at every change. A kind's state
+    class derives from this and from its own fields (which narrow the status to its enum)."""
+
     spec: WorkloadSpec
-    created_at: datetime
-    status: StrEnum
-    reason: str = ""
-    message: str = ""
-    queue_position: int | None = None
     admission_requested: bool = False  # asked the project; its answer comes as a signal
     admission_answered: bool = False
     registered: bool = False  # the project's ledger holds its request (queued or reserved)
@@ -44,4 +106,33 @@ class WorkloadLifecycleState(BaseModel):
     running_reported: bool = False
     delete_requested_by: str | None = None
     shutdown_reason: str | None = None
-    version: int = 0
+    cancelled: bool = False  # its workflow was cancelled (an operator, or its project's deletion)
+
+
+class WorkloadDelete(BaseModel):
+    user_id: str
+    username: str
+
+
+# ---- API schemas every kind shares ----------------------------------------------------------------
+
+
+class WorkloadDetailFields(BaseModel):
+    events: list[RuntimeEvent]  # the runtime's, while it holds the workload
+    log_tail: str
+
+
+class WorkloadIds(RequestModel):
+    ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=200)
+
+
+class WorkloadDeleteResult(BaseModel):
+    id: str
+    ok: bool
+    status: str | None = None
+    error: str | None = None  # the error code, e.g. not_found, forbidden, conflict
+    message: str = ""
+
+
+class WorkloadDeleteResults(BaseModel):
+    results: list[WorkloadDeleteResult]

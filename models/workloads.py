@@ -9,14 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from models.lifecycle import Quota
 
-
-class WorkloadKind(StrEnum):
-    container = "container"
-    job = "job"
+# A workload kind's name: its label value, the prefix of its workflow IDs and of its runtime objects' names.
+# Which kinds exist is the registry's business (services/kinds.py); a runtime refuses one it does not know.
+KIND_PATTERN = r"^[a-z][a-z0-9]{1,23}$"
 
 
 class WorkloadState(StrEnum):
@@ -35,6 +34,8 @@ class ServicePort(BaseModel):
     port: int = Field(ge=1, le=65535)
 
 
+MAIN_ROLE = "main"
+
 # The manual's container services (5.4.2.1) and their usual ports inside the image.
 STANDARD_PORTS: dict[str, int] = {
     "ssh": 22,
@@ -47,11 +48,22 @@ STANDARD_PORTS: dict[str, int] = {
 
 
 class ResourceRequest(BaseModel):
-    gpu: int = Field(0, ge=0)
+    """What one replica of a role holds while it runs; the project's ledger reserves it."""
+
+    gpu: int = Field(0, ge=0, le=1024)
     gpu_model: str | None = None  # a catalog GPU model name; Kubernetes selects nodes labelled with it
-    vcpu: float = Field(gt=0)
-    ram_gb: float = Field(gt=0)
+    vcpu: float = Field(gt=0, le=100_000)
+    ram_gb: float = Field(gt=0, le=1_000_000)
     shm_gb: float | None = Field(None, gt=0, description="Memory-backed /dev/shm of this size; None: default")
+    storage_gb: float = Field(0, ge=0, description="Storage it reserves in the project's ledger")
+
+    def quota(self, count: int = 1) -> Quota:
+        return Quota(
+            gpu=self.gpu * count,
+            vcpu=self.vcpu * count,
+            ram_gb=self.ram_gb * count,
+            storage_gb=self.storage_gb * count,
+        )
 
 
 class Credentials(BaseModel):
@@ -61,19 +73,69 @@ class Credentials(BaseModel):
     authorized_keys: list[str] = []
 
 
-class WorkloadSpec(BaseModel):
-    project_id: str
-    resource_id: str
-    kind: WorkloadKind
-    owner: str  # username, for labels
-    name: str  # the user's name for it
+class VolumeMount(BaseModel):
+    """A project volume mounted into every replica of the workload. Where it lives is derived from its ID
+    (on Kubernetes the claim `volume-<id>`), never taken from input."""
+
+    volume_id: str = Field(pattern=r"^[a-z][a-z0-9]{0,31}$")
+    mount_path: str = Field(min_length=2, max_length=1024, examples=["/data", "/home/alice"])
+    sub_path: str = Field("", max_length=1024, description="A folder inside the volume; empty: all of it")
+    read_only: bool = False
+
+    @field_validator("mount_path", "sub_path")
+    @classmethod
+    def _plain_path(cls, path: str, info: ValidationInfo) -> str:
+        if info.field_name == "mount_path" and not path.startswith("/"):
+            raise ValueError("must be an absolute path")
+        if info.field_name == "sub_path" and path.startswith("/"):
+            raise ValueError("must be relative to the volume")
+        parts = path.strip("/").split("/")
+        if any(part in ("..", ".") for part in parts) or any(ord(char) < 32 for char in path):
+            raise ValueError("must be a plain path: no '.', '..' or control characters")
+        return path
+
+
+class WorkloadRole(BaseModel):
+    """One kind of replica: a container's single pod, a job's run, a cluster's launcher or its workers."""
+
+    name: str = Field(MAIN_ROLE, pattern=r"^[a-z][a-z0-9]{0,15}$")
+    count: int = Field(1, ge=0, le=256)
     image: str
     command: list[str] | None = None
     env: dict[str, str] = {}
     resources: ResourceRequest
     ports: list[ServicePort] = []
+
+
+class WorkloadSpec(BaseModel):
+    project_id: str
+    resource_id: str
+    kind: str = Field(pattern=KIND_PATTERN)
+    owner: str  # username, for labels
+    name: str  # the user's name for it
+    roles: list[WorkloadRole] = Field(min_length=1, max_length=8)
+    mounts: list[VolumeMount] = []
     credentials: Credentials | None = None
     active_deadline_seconds: int | None = Field(None, gt=0, description="Jobs: killed after this long")
+
+    @model_validator(mode="after")
+    def _distinct_roles(self) -> WorkloadSpec:
+        names = [role.name for role in self.roles]
+        if len(set(names)) != len(names):
+            raise ValueError("roles: each role needs its own name")
+        return self
+
+    @property
+    def main(self) -> WorkloadRole:
+        """The first role: the only one of a container or a job, a cluster's launcher."""
+        return self.roles[0]
+
+    def quota(self) -> Quota:
+        """What the whole workload reserves: every replica of every role."""
+        total = Quota()
+        for role in self.roles:
+            total = total + role.resources.quota(role.count)
+        return total
 
 
 class Endpoint(BaseModel):

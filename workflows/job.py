@@ -1,43 +1,47 @@
 """JobWorkflow: one per batch job, from admission to its end and cleanup (manual 5.5.1).
 
-The main loop looks at the state and does the next step: ask the project for quota (and wait in its
-queue), apply the workload with the platform's active deadline, watch it until it succeeds or fails, keep
-its log, delete the workload and give the reservation back. A delete or the project's shutdown stops it
-on the way. Every step is recorded; a finished job's row stays with its final status.
+On top of the shared lifecycle (workflows/workload.py) a job runs to an outcome (succeeded or failed, with
+its exit code and reason) within the platform's active deadline, keeps its log before the runtime loses
+it (shortly before the deadline, and before its workload is deleted), and is never applied twice: a job
+the runtime lost has failed. A finished job's row stays with its final status; a delete then only hides it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.heartbeat import HEARTBEAT_TIMEOUT
     from activities.jobs import JobActivities
-    from models.jobs import JobDelete, JobInput, JobState, JobStatus, JobTimings
+    from models.jobs import JobInput, JobState, JobStatus, JobTimings
     from models.workloads import WorkloadState, WorkloadStatus
-    from workflows.workload import POLL_BACKOFF, SHORT_TIMEOUT, WorkloadLifecycle
+    from workflows.workload import (
+        APPLY_RETRY,
+        POLL_BACKOFF,
+        WorkloadLifecycle,
+        failure_of,
+        workload_workflow_id,
+    )
 
-RUNTIME_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+KIND = "job"
 SHUTDOWN_REASON = "ProjectShutdown"
-SHUTDOWN_MESSAGES = {
-    "grace": "stopped: the project's end date has passed (grace period)",
-    "deleting": "stopped: the project is being deleted",
-}
-OUTCOMES = (JobStatus.succeeded, JobStatus.failed)
+CANCELLED_REASON = "Cancelled"
 
 
 def workflow_id(job_id: str) -> str:
-    return f"job-{job_id}"
+    return workload_workflow_id(KIND, job_id)
 
 
 @workflow.defn
 class JobWorkflow(WorkloadLifecycle):
-    kind = "job"
-    waiting = JobStatus.waiting
-    failed = JobStatus.failed
+    kind = KIND
+    status_enum = JobStatus
+    outcomes = frozenset({JobStatus.succeeded.value, JobStatus.failed.value})
+    record_activity = JobActivities.record_job
     _state: JobState
     _timings: JobTimings
 
@@ -55,70 +59,40 @@ class JobWorkflow(WorkloadLifecycle):
             spec_id=input.spec_id,
             command=input.command,
             spec=input.spec,
+            status=JobStatus.waiting,
             created_at=input.created_at,
             reason="Admitting",
             message="asking the project for quota",
         )
-        self._poll_delay = self._state.poll_delay or self._timings.first_poll
         self._begin()
-
-    # ---- main loop -------------------------------------------------------------------------
+        self._poll_delay = self._state.poll_delay or self._timings.first_poll
 
     @workflow.run
     async def run(self, input: JobInput) -> JobStatus:
+        return JobStatus(await self._live())
+
+    # ---- what a job does its own way ---------------------------------------------------------
+
+    def _over(self) -> bool:
         state = self._state
-        self._announce()
-        while True:
-            await self._record()
-            if state.cleaned_up:
-                if state.delete_requested_by and state.status != JobStatus.deleted:
-                    # A finished job keeps its exit code and reason; only its visibility changes.
-                    self._set(JobStatus.deleted, state.reason, f"deleted by {state.delete_requested_by}")
-                    continue
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                await self._record()
-                return state.status
-            stopping = state.status == JobStatus.deleting or (
-                self._stop_requested() and state.status not in OUTCOMES
-            )
-            if not stopping and self._should_continue_as_new():
-                # A delete arriving meanwhile waits for the teardown, so it must not hold this up.
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or self._stop_requested()
-                )
-                if not self._stop_requested():
-                    await self._record()
-                    state.poll_delay = self._poll_delay
-                    workflow.continue_as_new(self._input.model_copy(update={"resume": state}))
-                continue
-            if stopping:
-                await self._stop()
-            elif state.status in OUTCOMES:
-                await self._clean_up()
-            elif state.status == JobStatus.waiting and not state.admission_requested:
-                await self._request_admission()
-            elif state.status == JobStatus.waiting:
-                if await self._wait_for_admission():
-                    self._set(JobStatus.creating, "", "admitted: starting")
-            elif not state.applied:
-                await self._apply()
-            else:  # creating or running: look, less often the longer it runs
-                await self._watch()
+        return state.cleaned_up and (not state.delete_requested_by or state.status == JobStatus.deleted)
 
-    def _stop_requested(self) -> bool:
-        return bool(self._state.delete_requested_by or self._state.shutdown_reason)
+    async def _step(self) -> None:
+        state = self._state
+        if state.cleaned_up:
+            # Deleted after its outcome: the exit code and reason stay; only its visibility changes.
+            self._set(JobStatus.deleted, state.reason, f"deleted by {state.delete_requested_by}")
+        else:
+            await super()._step()
 
-    # ---- steps -----------------------------------------------------------------------------
-
-    async def _apply(self) -> None:
-        status = await self._apply_workload()
-        if status is None:
-            return
-        self._state.applied_at = workflow.now()
-        self._poll_delay = self._timings.first_poll
-        await self._follow(status)
+    async def _apply_workload(self) -> WorkloadStatus | None:
+        status = await super()._apply_workload()
+        if status is not None:
+            self._state.applied_at = workflow.now()
+        return status
 
     async def _watch(self) -> None:
+        """Look with back-off, and keep a copy of the log shortly before the deadline takes it."""
         state, snapshot_at = self._state, self._log_snapshot_at()
         wake_in = self._poll_delay
         if snapshot_at is not None:
@@ -132,7 +106,7 @@ class JobWorkflow(WorkloadLifecycle):
             state.log_snapshot_taken = True
             return
         self._poll_delay = min(self._poll_delay * POLL_BACKOFF, self._timings.max_poll)
-        await self._follow(await self._runtime_status())
+        await self._look()
 
     def _log_snapshot_at(self) -> datetime | None:
         state = self._state
@@ -141,16 +115,22 @@ class JobWorkflow(WorkloadLifecycle):
             return None
         return state.applied_at + timedelta(seconds=deadline) - self._timings.log_before_deadline
 
-    async def _keep_log(self) -> None:
-        await workflow.execute_activity_method(
-            JobActivities.keep_job_log,
-            self._ref(),
-            start_to_close_timeout=self._timings.log_timeout,
-            retry_policy=RUNTIME_RETRY,
-        )
+    async def _keep_log(self) -> bool:
+        """Copy the log into the read model; False when the runtime would not give it."""
+        try:
+            await workflow.execute_activity_method(
+                JobActivities.keep_job_log,
+                self._ref(),
+                start_to_close_timeout=self._timings.log_timeout,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=APPLY_RETRY,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("job %s: log not kept: %s", self._state.id, failure_of(exc))
+            return False
+        return True
 
     async def _follow(self, status: WorkloadStatus) -> None:
-        """Take the runtime's word for where the job is."""
         state = self._state
         if status.state in (WorkloadState.pending, WorkloadState.creating):
             self._set(JobStatus.creating, status.reason, status.message)
@@ -176,82 +156,54 @@ class JobWorkflow(WorkloadLifecycle):
         state.finished_at = status.finished_at or workflow.now()
         self._set(outcome, reason, message)
 
+    def _runtime_failed(self, reason: str, message: str) -> None:
+        self._state.finished_at = self._state.finished_at or workflow.now()
+        super()._runtime_failed(reason, message)
+
     async def _clean_up(self) -> None:
         """After the outcome: keep the log, delete the workload, give the reservation back."""
         await self._remove_workload()
         await self._release()
-        self._state.cleaned_up = True
-        self._state.version += 1
-
-    async def _stop(self) -> None:
-        """A delete or the project's shutdown ends the job before its outcome."""
         state = self._state
-        shutdown = state.shutdown_reason and not state.delete_requested_by
-        if state.status != JobStatus.deleting:
-            self._set(JobStatus.deleting, "", "stopping: " + (self._stop_message() or "deleted"))
-            await self._record()
-        await self._remove_workload()
-        await self._release()
+        state.cleaned_up = True
+        if self._removal_note:
+            self._set(JobStatus(state.status), state.reason, self._final_message(state.message))
+        state.version += 1
+
+    def _teardown_message(self, reason: str) -> str:
+        return f"stopping: {reason}"
+
+    def _stopped(self) -> None:
+        """A delete ends it deleted; the platform stopping it (shutdown, cancellation) leaves it listed as a
+        failure saying why."""
+        state = self._state
         state.finished_at = state.finished_at or workflow.now()
         state.cleaned_up = True
-        if shutdown:
-            # Stopped by the platform, not its owner: it stays listed as a failure saying why.
-            self._set(JobStatus.failed, SHUTDOWN_REASON, self._stop_message())
-        else:
-            self._set(JobStatus.deleted, "", self._stop_message())
-
-    def _stop_message(self) -> str:
-        state = self._state
-        if state.delete_requested_by:
-            return f"deleted by {state.delete_requested_by}"
-        reason = state.shutdown_reason or ""
-        return SHUTDOWN_MESSAGES.get(reason, f"stopped: the project is {reason}")
+        if state.delete_requested_by and not state.cancelled:
+            self._set(JobStatus.deleted, "", self._final_message(f"deleted by {state.delete_requested_by}"))
+            return
+        reason = CANCELLED_REASON if state.cancelled else SHUTDOWN_REASON
+        self._set(JobStatus.failed, reason, self._final_message(f"stopped: {self._stop_reason() or ''}"))
 
     async def _remove_workload(self) -> None:
         """Keep the log first: it goes with the workload."""
         state = self._state
         if state.applied and not state.log_kept:
-            await self._keep_log()
-            state.log_kept = True
+            state.log_kept = await self._keep_log()
             state.version += 1
             await self._record()
         await super()._remove_workload()
 
-    # ---- bookkeeping -----------------------------------------------------------------------
+    def _resume_input(self) -> BaseModel:
+        self._state.poll_delay = self._poll_delay
+        return self._input.model_copy(update={"resume": self._state})
 
-    async def _write_record(self) -> None:
-        await workflow.execute_activity_method(
-            JobActivities.record_job, self._state, start_to_close_timeout=SHORT_TIMEOUT
-        )
-
-    def _details(self) -> str:
-        state, resources = self._state, self._state.spec.resources
-        lines = [
-            f"**{state.name}** ({state.spec.image}) — {state.status.value}",
-            f"{resources.gpu} GPU, {resources.vcpu:g} vCPU, {resources.ram_gb:g} GB RAM; owner {state.owner}",
-            f"command: {state.command[:200]}",
-        ]
-        if state.message or state.reason:
-            lines.append(": ".join(part for part in (state.reason, state.message) if part))
+    def _detail_lines(self) -> list[str]:
+        state = self._state
+        lines = [f"command: {state.command[:200]}"]
         if state.exit_code is not None:
             lines.append(f"exit code {state.exit_code}")
-        return "\n".join(lines)
-
-    # ---- updates and queries ---------------------------------------------------------------
-
-    @workflow.update
-    async def delete(self, request: JobDelete) -> JobState:
-        """Stops a queued or running job; marks a finished one deleted once its cleanup is done."""
-        state = self._state
-        state.delete_requested_by = state.delete_requested_by or request.username
-        self._wakeups += 1
-        await workflow.wait_condition(lambda: state.status in (JobStatus.deleting, JobStatus.deleted))
-        return state
-
-    @delete.validator
-    def validate_delete(self, request: JobDelete) -> None:
-        if self._state.status == JobStatus.deleted:
-            raise ApplicationError("the job is already deleted", type="Conflict", non_retryable=True)
+        return lines
 
     @workflow.query
     def describe(self) -> JobState:

@@ -15,8 +15,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.heartbeat import HEARTBEAT_TIMEOUT
     from activities.mail import MailActivities
-    from activities.projects import ProjectActivities
+    from activities.projects import ProjectActivities, ProjectCleanup, ProjectSweep
     from activities.schedules import GRACE_PAUSE_NOTE, ProjectSchedulesStop, ScheduleActivities
     from activities.workloads import WorkloadActivities
     from models.lifecycle import (
@@ -172,32 +173,69 @@ class ProjectWorkflow:
         )
 
     async def _delete_everything(self, reason: str) -> None:
-        state = self._state
+        """Delete everything in the project, within minutes whatever its workloads do.
+
+        Each workload first deletes itself through its own workflow and releases its reservation. One that
+        has not within `workload_shutdown_timeout` has its workflow cancelled (it tears down on
+        cancellation); one still registered `workload_cancel_timeout` later is terminated. Then every
+        other running workflow of the project ends, the runtime environment goes with whatever is left in
+        it (found by the project's labels), and rows the ended workflows could not finish are closed.
+        """
+        state, timings = self._state, self._timings
         self._set_status(ProjectStatus.deleting)
         self._shut_down_workloads()
         await self._flush()
-        # Each workload deletes itself through its own workflow, then releases its reservation.
-        try:
-            await workflow.wait_condition(
-                lambda: not state.ledger, timeout=self._timings.workload_shutdown_timeout
-            )
-        except TimeoutError:
-            workflow.logger.warning(
-                "workloads still registered after shutdown timeout: %s", [e.resource_id for e in state.ledger]
-            )
+        if not await self._ledger_empties(timings.workload_shutdown_timeout):
+            workflow.logger.warning("workloads still registered, cancelling: %s", self._registered())
+            for entry in list(state.ledger):
+                with contextlib.suppress(Exception):
+                    await workflow.get_external_workflow_handle(entry.workflow_id).cancel()
+            await self._ledger_empties(timings.workload_cancel_timeout)
+        leftover = [entry.workflow_id for entry in state.ledger]
         self._schedules_stop = ProjectSchedulesStop(
             project_id=state.id, note="the project is deleted", action=StopAction.remove
         )
         await self._flush()
         await workflow.execute_activity_method(
+            ProjectCleanup.end_project_workflows,
+            ProjectSweep(
+                project_id=state.id,
+                workflow_ids=leftover,
+                keep=workflow.info().workflow_id,
+                reason=f"project {state.id} is deleted",
+            ),
+            start_to_close_timeout=ENVIRONMENT_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        )
+        for entry in list(state.ledger):  # ended without giving their reservations back
+            self._ledger.release(entry.resource_id, state.quota)
+        await workflow.execute_activity_method(
             WorkloadActivities.delete_project_environment,
             state.id,
             start_to_close_timeout=ENVIRONMENT_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
         )
         state.environment_quota = None
+        await workflow.execute_activity_method(
+            ProjectCleanup.close_workload_records, state.id, start_to_close_timeout=RECORD_TIMEOUT
+        )
         self._mail(project_mail.deleted(state, [m.user_id for m in state.details.members], reason))
         self._set_status(ProjectStatus.deleted)
         await self._flush()
+
+    async def _ledger_empties(self, within: timedelta) -> bool:
+        """Wait up to `within` for every workload to release, answering requests meanwhile."""
+        give_up = workflow.now() + within
+        while self._state.ledger:
+            left = give_up - workflow.now()
+            if left <= timedelta(0):
+                return False
+            await self._sleep_until_changed(self._state.version, self._wakeups, wake_in=left)
+            await self._flush()
+        return True
+
+    def _registered(self) -> list[str]:
+        return [entry.resource_id for entry in self._state.ledger]
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -213,6 +251,7 @@ class ProjectWorkflow:
                 WorkloadActivities.ensure_project_environment,
                 ProjectEnvironment(project_id=state.id, quota=state.quota),
                 start_to_close_timeout=ENVIRONMENT_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
             )
             state.environment_quota = state.quota
             self._touch()
@@ -223,6 +262,7 @@ class ProjectWorkflow:
                     MailActivities.send_mail,
                     message,
                     start_to_close_timeout=MAIL_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=MAIL_RETRY,
                 )
             except ActivityError:

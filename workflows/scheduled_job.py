@@ -94,7 +94,9 @@ class ScheduledJobWorkflow:
                         SearchAttributePair(search_attributes.STATUS, JobStatus.waiting.value),
                     ]
                 ),
-                static_summary=f"Job “{job.spec.name}” of {job.owner} from a schedule ({job.spec.image})",
+                static_summary=(
+                    f"Job “{job.spec.name}” of {job.owner} from a schedule ({job.spec.main.image})"
+                ),
             )
             outcome = OUTCOMES.get(status, RunOutcome.failed)
             end = RunEnd(run_id=run_id, outcome=outcome, message=f"job {plan.job_name} {status.value}")

@@ -1,25 +1,38 @@
-"""The part of every workload workflow that is the same for containers and jobs.
+"""The lifecycle every workload kind shares: one main loop, with the steps each kind makes its own.
 
 A workload asks its project for quota by signal and learns the answer by signal (admitted, queued with its
 place, or refused for good); it applies itself to the runtime, looks at it with back-off, removes it and
 waits until the runtime holds nothing, then gives the reservation back. Every change of state is recorded to
-the read model before the workflow waits again. The subclasses (`ContainerWorkflow`, `JobWorkflow`) are the
-`@workflow.defn` classes: their run loops decide which step comes next.
+the read model before the workflow waits again.
+
+A delete always wins: a delete request or the project's shutdown interrupts a runtime call in flight (the
+activity heartbeats, so its cancellation reaches it within seconds) and the teardown follows; a workflow
+that is cancelled tears down the same way before it ends. Every runtime call is retried a bounded number of
+times: a failure that never clears ends the workload `failed` with its reason, and a runtime that cannot
+remove it is given up on after `removal_timeout`, so every lifecycle ends and gives its reservation back.
+
+The kinds (`workflows/container.py`, `workflows/job.py`) are the `@workflow.defn` classes: they say what
+their statuses mean, how to follow what the runtime reports, and how often to look.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from activities.heartbeat import HEARTBEAT_TIMEOUT
     from activities.workloads import WorkloadActivities, WorkloadRef
     from models.lifecycle import (
         PROJECT_ADMISSION_REQUEST_SIGNAL,
@@ -28,11 +41,10 @@ with workflow.unsafe.imports_passed_through():
         WORKLOAD_SHUTDOWN_SIGNAL,
         AdmissionAnswer,
         AdmitRequest,
-        Quota,
         ShutdownNotice,
         WorkloadEvent,
     )
-    from models.workload_lifecycle import WorkloadLifecycleState, WorkloadTimings
+    from models.workload_lifecycle import WorkloadDelete, WorkloadLifecycleState, WorkloadTimings
     from models.workloads import WorkloadState as RuntimeState
     from models.workloads import WorkloadStatus
     from workflows import search_attributes
@@ -40,28 +52,187 @@ with workflow.unsafe.imports_passed_through():
 # The project workflow's signal names (workflows/project.py), kept as strings so this module stays light.
 PROJECT_RELEASE = "release"
 PROJECT_WORKLOAD_RUNNING = "workload_running"
-SHORT_TIMEOUT = timedelta(seconds=30)
+RECORD_TIMEOUT = timedelta(seconds=10)
 ANSWER_WAIT = timedelta(minutes=10)  # longer only if the project's workflow is gone, with its ledger
-RUNTIME_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 POLL_BACKOFF = 1.5  # 1, 1.5, 2.3, 3.4 ... s: a quick start is seen quickly, a slow one costs few polls
+# Bounded: about 1.5 minutes of retries for a change, 15 for a look, then the failure is the workload's.
+APPLY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+LOOK_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=18)
+RECORD_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10), maximum_attempts=30)
+SHUTDOWN_MESSAGES = {
+    "grace": "the project's end date has passed (grace period)",
+    "deleting": "the project is being deleted",
+}
+CANCELLED_MESSAGE = "its workflow was cancelled"
 
 
 def project_workflow_id(project_id: str) -> str:
     return f"project-{project_id}"
 
 
+def workload_workflow_id(kind: str, resource_id: str) -> str:
+    return f"{kind}-{resource_id}"
+
+
+class DeleteAnswer(BaseModel):
+    """What a delete request answers with: where the workload stands once its teardown has begun."""
+
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+class _Interrupted:
+    """A runtime call cut short by a delete or the project's shutdown."""
+
+
+INTERRUPTED = _Interrupted()
+
+
+def failure_of(error: ActivityError) -> tuple[str, str]:
+    """A failed activity as (reason, message) for the workload's status."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or "RuntimeError", cause.message
+    if isinstance(cause, ActivityTimeout):
+        return "RuntimeTimeout", "the runtime did not answer in time, even after retries"
+    return "RuntimeError", str(cause or error)
+
+
 class WorkloadLifecycle:
     kind: ClassVar[str]
-    waiting: ClassVar[StrEnum]  # the status while asking for quota and queued
-    failed: ClassVar[StrEnum]  # the status of a refused request
+    status_enum: ClassVar[type[StrEnum]]
+    outcomes: ClassVar[frozenset[str]] = frozenset()  # final results that keep the workload listed as is
+    record_activity: ClassVar[Callable[..., Any]]
 
     _state: WorkloadLifecycleState
     _timings: WorkloadTimings
     _max_history_events: int
+    _input: BaseModel
 
     def _begin(self) -> None:
         self._recorded_version = -1
         self._wakeups = 0  # every signal and update counts, so waits notice them
+        self._poll_delay = self._timings.first_poll
+        self._removal_note = ""
+
+    # ---- statuses, by the names every kind shares --------------------------------------------
+
+    def _status(self, name: str) -> StrEnum:
+        return self.status_enum(name)
+
+    def _is(self, *names: str) -> bool:
+        return self._state.status in names
+
+    # ---- the main loop -----------------------------------------------------------------------
+
+    async def _live(self) -> StrEnum:
+        self._announce()
+        try:
+            while True:
+                await self._record()
+                if self._over():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    await self._record()
+                    return self._status(self._state.status)
+                if not self._stopping() and self._should_continue_as_new():
+                    # A delete arriving meanwhile waits for the teardown, so it must not hold this up.
+                    await workflow.wait_condition(
+                        lambda: workflow.all_handlers_finished() or self._stop_reason() is not None
+                    )
+                    if self._stop_reason() is None:
+                        await self._record()
+                        workflow.continue_as_new(self._resume_input())
+                    continue
+                if self._stopping():
+                    await self._tear_down()
+                else:
+                    await self._step()
+        except asyncio.CancelledError:
+            # Cancelled from outside (an operator, or a project whose deletion ran out of patience): the
+            # runtime objects go and the reservation goes back before the workflow ends as cancelled.
+            self._state.cancelled = True
+            if self._state.status in self.outcomes:
+                await self._clean_up()
+            elif not self._over():
+                await self._tear_down()
+            await self._record()
+            raise
+
+    def _over(self) -> bool:
+        """Nothing is left to do: removed and released, with its final status recorded."""
+        return self._is("deleted") or (self._is("failed") and not self._state.registered)
+
+    def _stopping(self) -> bool:
+        """A delete, the project's shutdown or the kind's own end stops it before any outcome."""
+        if self._is("deleting"):
+            return True
+        return self._stop_reason() is not None and self._state.status not in self.outcomes
+
+    def _stop_reason(self) -> str | None:
+        state = self._state
+        if state.cancelled:
+            return CANCELLED_MESSAGE
+        if state.delete_requested_by:
+            return f"deleted by {state.delete_requested_by}"
+        if state.shutdown_reason:
+            return SHUTDOWN_MESSAGES.get(state.shutdown_reason, f"the project is {state.shutdown_reason}")
+        return None
+
+    async def _step(self) -> None:
+        """The next step of a workload that is not stopping."""
+        state = self._state
+        if self._is("waiting") and not state.admission_requested:
+            await self._request_admission()
+        elif self._is("waiting"):
+            await self._wait_for(lambda: state.admitted or not self._is("waiting"))
+            if state.admitted and self._is("waiting"):
+                self._set(self._status("creating"), "", "admitted: starting")
+        elif self._state.status in self.outcomes:
+            await self._clean_up()
+        elif self._is("creating") and not state.applied:
+            status = await self._apply_workload()
+            self._poll_delay = self._timings.first_poll
+            if status is not None:
+                await self._follow(status)
+        else:
+            await self._watch()
+
+    async def _watch(self) -> None:
+        """Look at the runtime, less often the longer it runs."""
+        await self._wait_for(lambda: False, self._poll_delay)
+        self._poll_delay = min(self._poll_delay * POLL_BACKOFF, self._timings.max_poll)
+        await self._look()
+
+    async def _follow(self, status: WorkloadStatus) -> None:
+        """Take the runtime's word for where the workload is."""
+        raise NotImplementedError  # each kind reads the runtime its own way
+
+    async def _tear_down(self) -> None:
+        """Stop it: remove what the runtime holds, give the reservation back, end with why."""
+        if not self._is("deleting"):
+            self._set(self._status("deleting"), "", self._teardown_message(self._stop_reason() or "deleted"))
+            await self._record()
+        await self._remove_workload()
+        await self._release()
+        self._stopped()
+
+    def _teardown_message(self, reason: str) -> str:
+        return reason
+
+    def _stopped(self) -> None:
+        """The final status once torn down."""
+        self._set(self._status("deleted"), "", self._final_message(self._state.message))
+
+    async def _clean_up(self) -> None:
+        """After an outcome: the runtime's objects go and the reservation goes back; the outcome stays."""
+        raise NotImplementedError  # only kinds with outcomes reach it
+
+    def _final_message(self, message: str) -> str:
+        return f"{message}; {self._removal_note}" if self._removal_note else message
+
+    def _resume_input(self) -> BaseModel:
+        return self._input.model_copy(update={"resume": self._state})
 
     def _announce(self) -> None:
         state = self._state
@@ -70,11 +241,11 @@ class WorkloadLifecycle:
                 search_attributes.PROJECT.value_set(state.project_id),
                 search_attributes.OWNER.value_set(state.owner),
                 search_attributes.KIND.value_set(self.kind),
-                search_attributes.STATUS.value_set(state.status.value),
+                search_attributes.STATUS.value_set(self._state.status),
             ]
         )
 
-    # ---- waiting ---------------------------------------------------------------------------
+    # ---- waiting -----------------------------------------------------------------------------
 
     async def _wait_for(self, ready: Callable[[], bool], wake_in: timedelta | None = None) -> None:
         """Sleep until `ready()` holds, a signal or update arrives, or `_deadline(wake_in)` comes."""
@@ -92,33 +263,28 @@ class WorkloadLifecycle:
     def _deadline(self, wake_in: timedelta | None) -> datetime | None:
         return None if wake_in is None else workflow.now() + wake_in
 
-    async def _wait_for_admission(self) -> bool:
-        """While waiting: True once admitted (the caller moves on), False when something else happened."""
-        state = self._state
-        await self._wait_for(lambda: state.admitted or state.status != self.waiting)
-        return state.admitted and state.status == self.waiting
-
-    # ---- the project's ledger --------------------------------------------------------------
+    # ---- the project's ledger ----------------------------------------------------------------
 
     async def _request_admission(self) -> None:
         """Ask the project for quota; its answer arrives as a signal (admission_answered)."""
-        state, resources = self._state, self._state.spec.resources
+        state = self._state
         request = AdmitRequest(
-            resource_id=state.id,
+            resource_id=state.spec.resource_id,
             kind=self.kind,
             workflow_id=workflow.info().workflow_id,
             owner_id=state.owner_id,
-            request=Quota(gpu=resources.gpu, vcpu=resources.vcpu, ram_gb=resources.ram_gb),
+            request=state.spec.quota(),
         )
-        project = workflow.get_external_workflow_handle(project_workflow_id(state.project_id))
+        project = workflow.get_external_workflow_handle(project_workflow_id(state.spec.project_id))
         try:
             await project.signal(PROJECT_ADMISSION_REQUEST_SIGNAL, request)
         except Exception:
-            self._set(self.failed, "Conflict", f"project {state.project_id} has no running lifecycle")
+            message = f"project {state.spec.project_id} has no running lifecycle"
+            self._set(self._status("failed"), "Conflict", message)
             return
         state.admission_requested = True
         if not state.admitted:
-            self._set(self.waiting, "Admitting", "asking the project for quota")
+            self._set(self._status("waiting"), "Admitting", "asking the project for quota")
 
     async def _release(self) -> None:
         state = self._state
@@ -137,61 +303,109 @@ class WorkloadLifecycle:
             self._state.running_reported = True
 
     async def _signal_project(self, signal: str) -> None:
-        handle = workflow.get_external_workflow_handle(project_workflow_id(self._state.project_id))
+        spec = self._state.spec
+        handle = workflow.get_external_workflow_handle(project_workflow_id(spec.project_id))
         try:
-            await handle.signal(signal, WorkloadEvent(resource_id=self._state.id))
+            await handle.signal(signal, WorkloadEvent(resource_id=spec.resource_id))
         except Exception:
             # The project's workflow has ended: it holds no ledger any more.
-            workflow.logger.warning("project %s is gone; %s not delivered", self._state.project_id, signal)
+            workflow.logger.warning("project %s is gone; %s not delivered", spec.project_id, signal)
 
-    # ---- the runtime -----------------------------------------------------------------------
+    # ---- the runtime -------------------------------------------------------------------------
+
+    async def _interruptible(
+        self, activity: Callable[..., Any], arg: Any, within: timedelta, retry: RetryPolicy
+    ) -> Any:
+        """Run a runtime activity unless a stop comes first: then it is cancelled (and its cancellation
+        waited for, so nothing it does lands after the teardown) and INTERRUPTED comes back."""
+        handle = workflow.start_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=within,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=retry,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        try:
+            await workflow.wait_condition(lambda: handle.done() or self._stopping())
+        except asyncio.CancelledError:
+            await self._cancel(handle)  # the workflow itself is cancelled: its teardown comes next
+            raise
+        if handle.done():
+            return await handle
+        await self._cancel(handle)
+        return INTERRUPTED
+
+    @staticmethod
+    async def _cancel(handle: workflow.ActivityHandle[Any]) -> None:
+        handle.cancel()
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await handle
 
     async def _apply_workload(self) -> WorkloadStatus | None:
-        """Apply the spec; None when the runtime refused it for good (the state says failed and why)."""
+        """Apply the spec; None when a stop interrupted it or it failed for good (the state says why)."""
         state = self._state
+        state.applied = True  # even an interrupted or refused apply may have created part of it
         try:
-            status = await workflow.execute_activity_method(
-                WorkloadActivities.apply_workload,
-                state.spec,
-                start_to_close_timeout=self._timings.apply_timeout,
-                retry_policy=RUNTIME_RETRY,
+            status = await self._interruptible(
+                WorkloadActivities.apply_workload, state.spec, self._timings.apply_timeout, APPLY_RETRY
             )
         except ActivityError as exc:
-            cause = exc.cause
-            if not isinstance(cause, ApplicationError):
-                raise
-            state.applied = True  # a refused apply may have created part of it: removal cleans up
-            self._set(self.failed, cause.type or "RuntimeRejected", cause.message)
+            self._runtime_failed(*failure_of(exc))
             return None
-        state.applied = True
-        return status
+        return None if status is INTERRUPTED else status
 
-    async def _runtime_status(self) -> WorkloadStatus:
-        return await workflow.execute_activity_method(
-            WorkloadActivities.workload_status,
-            self._ref(),
-            start_to_close_timeout=SHORT_TIMEOUT,
-            retry_policy=RUNTIME_RETRY,
-        )
+    async def _look(self) -> None:
+        """Ask the runtime how the workload stands, and follow its answer."""
+        try:
+            status = await self._interruptible(
+                WorkloadActivities.workload_status, self._ref(), self._timings.apply_timeout, LOOK_RETRY
+            )
+        except ActivityError as exc:
+            self._runtime_failed(*failure_of(exc))
+            return
+        if status is not INTERRUPTED:
+            await self._follow(status)
+
+    def _runtime_failed(self, reason: str, message: str) -> None:
+        self._set(self._status("failed"), reason, message)
 
     async def _remove_workload(self) -> None:
         """Delete it and wait until the runtime holds nothing: a deleted workload may hold its GPUs a while
-        (Kubernetes deletes in the foreground), and the next in line must find them free."""
-        if not self._state.applied:
+        (Kubernetes deletes in the foreground), and the next in line must find them free. Bounded: a
+        runtime that cannot remove it is given up on, said in the final message."""
+        state = self._state
+        if not state.applied:
             return
-        await workflow.execute_activity_method(
-            WorkloadActivities.delete_workload,
-            self._ref(),
-            start_to_close_timeout=self._timings.delete_timeout,
-            retry_policy=RUNTIME_RETRY,
-        )
+        give_up = workflow.now() + self._timings.removal_timeout
         delay = self._timings.first_poll
-        while (await self._runtime_status()).state != RuntimeState.gone:
+        while True:
+            try:
+                status = await workflow.execute_activity_method(
+                    WorkloadActivities.delete_workload,
+                    self._ref(),
+                    start_to_close_timeout=self._timings.delete_timeout,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=APPLY_RETRY,
+                )
+            except ActivityError as exc:
+                reason, message = failure_of(exc)
+                self._removal_note = f"the runtime could not remove it ({reason}: {message})"
+                break
+            if status.state == RuntimeState.gone:
+                break
+            if workflow.now() >= give_up:
+                self._removal_note = (
+                    f"the runtime still held it {self._timings.removal_timeout} after the delete"
+                )
+                break
             await workflow.sleep(delay)
             delay = min(delay * POLL_BACKOFF, self._timings.gone_max_poll)
-        self._state.applied = False
+        if self._removal_note:
+            workflow.logger.warning("%s %s: %s", self.kind, state.spec.resource_id, self._removal_note)
+        state.applied = False
 
-    # ---- bookkeeping -----------------------------------------------------------------------
+    # ---- bookkeeping -------------------------------------------------------------------------
 
     def _ref(self) -> WorkloadRef:
         spec = self._state.spec
@@ -209,15 +423,33 @@ class WorkloadLifecycle:
     async def _record(self) -> None:
         if self._recorded_version < self._state.version:
             version = self._state.version
-            await self._write_record()
+            try:
+                await workflow.execute_activity_method(
+                    self.record_activity,
+                    self._state,
+                    start_to_close_timeout=RECORD_TIMEOUT,
+                    retry_policy=RECORD_RETRY,
+                )
+            except ActivityError:
+                # The read model is behind, not the lifecycle: the next change writes it whole again.
+                workflow.logger.exception("%s %s: could not record", self.kind, self._state.spec.resource_id)
             self._recorded_version = max(self._recorded_version, version)
         workflow.set_current_details(self._details())
 
-    async def _write_record(self) -> None:
-        raise NotImplementedError  # each kind has its own read model
-
     def _details(self) -> str:
-        raise NotImplementedError
+        state, role = self._state, self._state.spec.main
+        resources = role.resources
+        lines = [
+            f"**{state.name}** ({role.image}) — {state.status}",
+            f"{resources.gpu} GPU, {resources.vcpu:g} vCPU, {resources.ram_gb:g} GB RAM; owner {state.owner}",
+            *self._detail_lines(),
+        ]
+        if state.message or state.reason:
+            lines.append(": ".join(part for part in (state.reason, state.message) if part))
+        return "\n".join(lines)
+
+    def _detail_lines(self) -> list[str]:
+        return []
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -225,7 +457,7 @@ class WorkloadLifecycle:
             info.get_current_history_length() > self._max_history_events
         )
 
-    # ---- handlers every workload has -------------------------------------------------------
+    # ---- handlers every workload has ---------------------------------------------------------
 
     @workflow.signal(name=WORKLOAD_ADMISSION_SIGNAL)
     def admission_answered(self, answer: AdmissionAnswer) -> None:
@@ -233,16 +465,17 @@ class WorkloadLifecycle:
         self._wakeups += 1
         state.admission_answered = True
         state.registered = state.registered or answer.refusal is None  # so a teardown gives it back
-        if state.admitted or state.status != self.waiting:
+        if state.admitted or not self._is("waiting"):
             return  # admitted from the queue already, or stopping
         if answer.refusal:
-            self._set(self.failed, answer.refusal, answer.reason)
+            self._set(self._status("failed"), answer.refusal, answer.reason)
             return
         if answer.admitted:
-            state.admitted, state.queue_position = True, None
+            state.admitted = True
+            state.queue_position = None
         else:
             state.queue_position = answer.position
-            self._set(self.waiting, "Queued", f"{answer.reason}, position {answer.position}")
+            self._set(self._status("waiting"), "Queued", f"{answer.reason}, position {answer.position}")
 
     @workflow.update
     async def recorded(self) -> None:
@@ -261,3 +494,18 @@ class WorkloadLifecycle:
     def project_shutdown(self, notice: ShutdownNotice) -> None:
         self._state.shutdown_reason = notice.reason
         self._wakeups += 1
+
+    @workflow.update
+    async def delete(self, request: WorkloadDelete) -> DeleteAnswer:
+        """Stops it (or, after an outcome, hides it once its cleanup is done); answers once the teardown
+        has begun."""
+        state = self._state
+        state.delete_requested_by = state.delete_requested_by or request.username
+        self._wakeups += 1
+        await workflow.wait_condition(lambda: self._is("deleting", "deleted") or self._over())
+        return DeleteAnswer(status=state.status, reason=state.reason, message=state.message)
+
+    @delete.validator
+    def validate_delete(self, request: WorkloadDelete) -> None:
+        if self._is("deleted"):
+            raise ApplicationError(f"the {self.kind} is already deleted", type="Conflict", non_retryable=True)

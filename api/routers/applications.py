@@ -8,14 +8,15 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.deps import AdminUser, CurrentUser, SessionDep, TemporalDep, release_connection
-from api.errors import not_found
-from api.project_access import ended, project_handle
-from api.temporal import run_update
+from api.deps import AdminUser, CurrentUser, Limit, Offset, SessionDep, TemporalDep
 from models.accounts import PlatformRole, User
 from models.base import Page
+from models.database import release_connection
 from models.lifecycle import ApplicationStatus, ApplicationType, Decision, Withdrawal
 from models.projects import ApplicationPublic, ApplicationRecord, Approval, Project, Rejection
+from services.errors import not_found
+from services.projects import ended, project_handle
+from services.workloads import run_update
 from workflows.project import ProjectWorkflow
 
 router = APIRouter(prefix="/api/v1/applications", tags=["applications"])
@@ -45,8 +46,8 @@ def list_applications(
     status: ApplicationStatus | None = None,
     project_id: str | None = None,
     everyone: Annotated[bool, Query(alias="all")] = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[ApplicationPublic]:
     statement = select(ApplicationRecord)
     if not (everyone and user.role == PlatformRole.admin):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Response
+from pydantic import Field
 from sqlmodel import select
 
 from api.deps import CurrentToken, SessionDep, SettingsDep
@@ -13,13 +13,23 @@ from api.errors import ApiError
 from api.security import hash_token, new_token, verify_password
 from models.accounts import ApiToken, TokenResponse, User
 from models.base import utcnow
+from models.inputs import RequestModel
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
+class PasswordForm(RequestModel):
+    """The OAuth2 password grant's form, as the docs' Authorize button and curl -d send it."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+    grant_type: str | None = Field(None, pattern="^password$")
+    scope: str = Field("", max_length=256)
+
+
 @router.post("/token", response_model=TokenResponse)
 def issue_token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, settings: SettingsDep
+    form: Annotated[PasswordForm, Form()], session: SessionDep, settings: SettingsDep
 ) -> TokenResponse:
     user = session.exec(select(User).where(User.username == form.username)).first()
     password_ok = verify_password(user.password_hash if user else None, form.password)

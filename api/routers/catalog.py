@@ -18,8 +18,7 @@ from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 import models.tables  # noqa: F401  (every table registered, so every reference is found)
-from api.deps import AdminUser, CurrentUser, SessionDep
-from api.errors import conflict, invalid, not_found
+from api.deps import AdminUser, CurrentUser, Limit, Offset, SessionDep
 from models.base import Page, utcnow
 from models.catalog import (
     GpuModel,
@@ -35,12 +34,11 @@ from models.catalog import (
     SpecPublic,
     SpecUpdate,
 )
+from services.errors import conflict, invalid, not_found
 
 router = APIRouter(prefix="/api/v1/catalog", tags=["catalog"])
 
 Row = TypeVar("Row", GpuModel, Spec, Purpose)
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 NameFilter = Annotated[str | None, Query(max_length=64, description="Case-insensitive substring of the name")]
 _REFERENCES_NAMED = 5
 _KIND = {GpuModel: "GPU model", Spec: "spec", Purpose: "purpose"}
@@ -254,7 +252,7 @@ def list_specs(
     session: SessionDep,
     name: NameFilter = None,
     gpu_model_id: Annotated[str | None, Query(max_length=32)] = None,
-    min_gpu_count: Annotated[int | None, Query(ge=0)] = None,
+    min_gpu_count: Annotated[int | None, Query(ge=0, le=64)] = None,
     is_active: bool | None = None,
     limit: Limit = 50,
     offset: Offset = 0,

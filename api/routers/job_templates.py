@@ -13,16 +13,11 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
-from api.errors import conflict, forbidden, invalid, not_found
-from api.job_start import JobOwner, job_id_for, start_job
-from api.project_access import require_member, role_in, visible_project
-from api.routers.jobs import to_public as job_public
+from api.deps import CurrentUser, Limit, Offset, SessionDep, SettingsDep, TemporalDep
+from api.routers.jobs import ROUTES as JOB_ROUTES
 from api.routers.schedules import changeable_schedule
-from api.schedule_store import create_schedule, public, update_schedule
 from models.accounts import User
 from models.base import Page, utcnow
-from models.catalog import Spec
 from models.job_templates import (
     JobTemplate,
     JobTemplateCreate,
@@ -32,9 +27,13 @@ from models.job_templates import (
     next_job_name,
 )
 from models.jobs import Job, JobCreate, JobPublic, JobStatus
-from models.lifecycle import MemberRole
 from models.projects import ProjectMember
 from models.schedules import Schedule, SchedulePublic, ScheduleUpdate, TemplateScheduleRequest
+from services.access import changes_everything_in, require_member, visible_project
+from services.errors import conflict, forbidden, invalid, not_found
+from services.jobs import job_id_for, start_job
+from services.schedules import create_schedule, public, update_schedule
+from services.workloads import Owner, catalog_resources
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/job-templates", tags=["job templates"])
 
@@ -67,17 +66,13 @@ def _readable(
 
 def _changeable(session: Session, project_id: str, template_id: str, user: User) -> JobTemplate:
     row, members = _readable(session, project_id, template_id, user)
-    if row.owner_id != user.id and role_in(members, user) != MemberRole.admin:
+    if row.owner_id != user.id and not changes_everything_in(members, user):
         raise forbidden("only the template's owner and the project's admins may change it")
     return row
 
 
 def _check_spec(session: Session, spec_id: str) -> None:
-    spec = session.get(Spec, spec_id)
-    if spec is None:
-        raise invalid("spec_id", f"no spec {spec_id!r}")
-    if not spec.is_active:
-        raise invalid("spec_id", f"spec {spec.name!r} is retired")
+    catalog_resources(session, spec_id, None)  # 422 naming spec_id when it is missing or retired
 
 
 def _job_name_taken(session: Session, project_id: str, name: str) -> bool:
@@ -120,8 +115,8 @@ def list_templates(
     session: SessionDep,
     name: Annotated[str | None, Query(max_length=64, description="Part of the name")] = None,
     owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[JobTemplatePublic]:
     visible_project(session, project_id, user)
     statement = select(JobTemplate).where(JobTemplate.project_id == project_id)
@@ -214,7 +209,7 @@ async def run_template(
     project, members = visible_project(session, project_id, user)
     template, _ = _readable(session, project_id, template_id, user)
     require_member(members, user, "run jobs")
-    owner = JobOwner(id=user.id, username=user.username)
+    owner = Owner(id=user.id, username=user.username)
     retried = idempotency_key is not None and (
         session.get(Job, job_id_for(owner.id, project_id, idempotency_key)) is not None
     )
@@ -231,7 +226,7 @@ async def run_template(
         env=template.env,
         shm_gb=template.shm_gb,
     )
-    return job_public(await start_job(session, client, settings, project, owner, job, idempotency_key))
+    return JOB_ROUTES.public(await start_job(session, client, settings, project, owner, job, idempotency_key))
 
 
 @router.post(

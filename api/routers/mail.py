@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from api.deps import AdminUser, SessionDep
-from api.errors import not_found
+from api.deps import AdminUser, Limit, Offset, SessionDep
 from models.base import Page
 from models.mail import MailPublic, MailRecord, MailStatus
+from services.errors import not_found
 
 router = APIRouter(prefix="/api/v1/admin/outbox", tags=["mail"])
 
@@ -24,8 +24,8 @@ def list_mail(
     recipient: Annotated[
         str | None, Query(min_length=1, max_length=254, description="Substring of a recipient address")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[MailPublic]:
     statement = select(MailRecord)
     if status is not None:

@@ -14,23 +14,11 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
-from api.errors import ApiError
-from api.project_access import (
-    ended,
-    lifecycle_timings,
-    members_of,
-    project_handle,
-    require_member,
-    require_project_admin,
-    resolve_users,
-    to_public,
-    visible_project,
-)
-from api.temporal import run_update
+from api.deps import CurrentUser, Limit, Offset, SessionDep, SettingsDep, TemporalDep
 from models.accounts import PlatformRole
 from models.base import Page, new_id, utcnow
 from models.catalog import Purpose
+from models.database import release_connection
 from models.lifecycle import (
     Application,
     ApplicationType,
@@ -55,6 +43,17 @@ from models.projects import (
     ProjectUpdate,
     QuotaApplicationCreate,
 )
+from services.access import (
+    members_of,
+    require_member,
+    require_project_admin,
+    resolve_users,
+    visible_project,
+)
+from services.access import project_public as to_public
+from services.errors import invalid
+from services.projects import ended, lifecycle_timings, project_handle
+from services.workloads import run_update
 from workflows import search_attributes
 from workflows.project import ProjectWorkflow, workflow_id
 
@@ -78,7 +77,7 @@ def _members(
 ) -> list[Member]:
     names = [m.username for m in wanted]
     if len(set(names)) != len(names):
-        raise ApiError(422, "validation_error", f"{field}: a user is listed twice", field)
+        raise invalid(field, "a user is listed twice")
     users = resolve_users(session, names, field)
     members = [Member(user_id=users[m.username].id, username=m.username, role=m.role) for m in wanted]
     if always_admin is not None:
@@ -102,9 +101,9 @@ async def apply_for_project(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> ProjectPublic:
     if body.end_at <= utcnow():
-        raise ApiError(422, "validation_error", "end_at: must be in the future", "end_at")
+        raise invalid("end_at", "must be in the future")
     if body.purpose_id is not None and session.get(Purpose, body.purpose_id) is None:
-        raise ApiError(422, "validation_error", f"purpose_id: no purpose {body.purpose_id!r}", "purpose_id")
+        raise invalid("purpose_id", f"no purpose {body.purpose_id!r}")
     members = [
         Member(user_id=user.id, username=user.username, role=MemberRole.admin),
         *_members(session, body.members, "members", always_admin=user.id),
@@ -169,8 +168,8 @@ def list_projects(
     status: Annotated[list[ProjectStatus] | None, Query(description="Repeat to match several")] = None,
     q: Annotated[str | None, Query(max_length=128, description="Substring of the name")] = None,
     everyone: Annotated[bool, Query(alias="all")] = True,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[ProjectPublic]:
     statement = select(Project)
     if not (user.role == PlatformRole.admin and everyone):

@@ -14,24 +14,10 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, release_connection
-from api.errors import conflict, forbidden, not_found
-from api.project_access import require_member, role_in, visible_project
-from api.schedule_store import (
-    create_schedule,
-    delete_schedule,
-    describe,
-    handle_of,
-    public,
-    readable_schedule,
-    require_active,
-    set_paused,
-    to_public,
-    update_schedule,
-)
-from models.accounts import PlatformRole, User
+from api.deps import CurrentUser, Limit, Offset, SessionDep, SettingsDep, TemporalDep
+from models.accounts import User
 from models.base import Page
-from models.lifecycle import MemberRole
+from models.database import release_connection
 from models.projects import ProjectMember
 from models.schedules import (
     PauseRequest,
@@ -40,30 +26,32 @@ from models.schedules import (
     SchedulePublic,
     ScheduleUpdate,
 )
+from services.access import changeable, readable, require_member, sees_everything_in, visible_project
+from services.errors import conflict
+from services.schedules import (
+    create_schedule,
+    delete_schedule,
+    describe,
+    handle_of,
+    public,
+    require_active,
+    set_paused,
+    to_public,
+    update_schedule,
+)
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}/schedules", tags=["schedules"])
-
-
-def sees_all(members: list[ProjectMember], user: User) -> bool:
-    return user.role == PlatformRole.admin or role_in(members, user) == MemberRole.admin
 
 
 def _readable(
     session: Session, project_id: str, schedule_id: str, user: User
 ) -> tuple[Schedule, list[ProjectMember]]:
     """Owners and project admins see a schedule; to other members it does not exist."""
-    _, members = visible_project(session, project_id, user)
-    row = readable_schedule(session, project_id, schedule_id)
-    if row.owner_id != user.id and not sees_all(members, user):
-        raise not_found("schedule", schedule_id)
-    return row, members
+    return readable(session, Schedule, "schedule", project_id, schedule_id, user)
 
 
 def changeable_schedule(session: Session, project_id: str, schedule_id: str, user: User) -> Schedule:
-    row, members = _readable(session, project_id, schedule_id, user)
-    if row.owner_id != user.id and role_in(members, user) != MemberRole.admin:
-        raise forbidden("only the schedule's owner and the project's admins may change it")
-    return row
+    return changeable(session, Schedule, "schedule", project_id, schedule_id, user)
 
 
 @router.post(
@@ -99,12 +87,12 @@ async def list_schedules(
     session: SessionDep,
     client: TemporalDep,
     owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[SchedulePublic]:
     _, members = visible_project(session, project_id, user)
     statement = select(Schedule).where(Schedule.project_id == project_id)
-    if not sees_all(members, user):
+    if not sees_everything_in(members, user):
         statement = statement.where(Schedule.owner_id == user.id)
     if owner:
         statement = statement.where(Schedule.owner == owner)

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
-from api.deps import AdminUser, CurrentToken, CurrentUser, SessionDep
-from api.errors import ApiError, conflict, not_found
+from api.deps import AdminUser, CurrentToken, CurrentUser, Limit, Offset, SessionDep
+from api.errors import ApiError
 from api.security import generate_password, hash_password, verify_password
 from models.accounts import (
     ApiToken,
@@ -23,6 +23,7 @@ from models.accounts import (
     UserUpdate,
 )
 from models.base import Page, utcnow
+from services.errors import conflict, not_found
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -81,8 +82,8 @@ def list_users(
     q: Annotated[str | None, Query(max_length=64, description="Substring of username, name or email")] = None,
     role: PlatformRole | None = None,
     is_active: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[UserPublic]:
     statement = select(User)
     if q:

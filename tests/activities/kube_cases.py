@@ -20,11 +20,11 @@ from models.workloads import (
     ProjectEnvironment,
     ResourceRequest,
     ServicePort,
-    WorkloadKind,
     WorkloadSpec,
     WorkloadState,
     WorkloadStatus,
 )
+from tests.specs import one_role_spec
 
 Until = Callable[[Callable[[], bool], str], None]
 IMAGE = "busybox:1.36"
@@ -64,10 +64,10 @@ class Cluster:
 
 
 def container_spec(project_id: str, image: str = IMAGE) -> WorkloadSpec:
-    return WorkloadSpec(
+    return one_role_spec(
         project_id=project_id,
         resource_id="devbox1",
-        kind=WorkloadKind.container,
+        kind="container",
         owner="carol@example.com",
         name="dev box",
         image=image,
@@ -79,10 +79,10 @@ def container_spec(project_id: str, image: str = IMAGE) -> WorkloadSpec:
 
 
 def job_spec(project_id: str, resource_id: str, script: str) -> WorkloadSpec:
-    return WorkloadSpec(
+    return one_role_spec(
         project_id=project_id,
         resource_id=resource_id,
-        kind=WorkloadKind.job,
+        kind="job",
         owner="carol",
         name=resource_id,
         image=IMAGE,

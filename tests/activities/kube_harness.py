@@ -19,21 +19,22 @@ from models.workloads import (
     ProjectEnvironment,
     ResourceRequest,
     ServicePort,
-    WorkloadKind,
     WorkloadSpec,
 )
+from services.kinds import runtime_kinds
 from tests.kube_double import resources as r
 from tests.kube_double.double import KubeDouble
+from tests.specs import one_role_spec
 
 PROJECT = "pr0ject42"
 NAMESPACE = f"mlcp-{PROJECT}"
 QUOTA = Quota(gpu=8, vcpu=32, ram_gb=128, storage_gb=500)
 PASSWORD_HASH = "$6$saltsalt$Yq0c0ZbN1iJ2nR0mTQW3hPQ5eLFpcKx8pV4g3Z4gKjP7bq1sxS0C3a8o0c3"
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly alice@laptop"
-CONTAINER = WorkloadSpec(
+CONTAINER = one_role_spec(
     project_id=PROJECT,
     resource_id="c0ntainer1",
-    kind=WorkloadKind.container,
+    kind="container",
     owner="alice@example.com",
     name="dev box",
     image="registry.example/pytorch:2.3",
@@ -42,10 +43,10 @@ CONTAINER = WorkloadSpec(
     ports=[ServicePort(name="ssh", port=22), ServicePort(name="jupyter", port=8888)],
     credentials=Credentials(password_hash=PASSWORD_HASH, authorized_keys=[PUBLIC_KEY]),
 )
-JOB = WorkloadSpec(
+JOB = one_role_spec(
     project_id=PROJECT,
     resource_id="j0b1",
-    kind=WorkloadKind.job,
+    kind="job",
     owner="bob",
     name="train",
     image="busybox:1.36",
@@ -86,7 +87,9 @@ def kube(kube_double: KubeDouble) -> Kube:
     """A runtime on the double, whose retry pauses are recorded instead of slept."""
     kube_double.knobs.auto_step = False
     sleeps: list[float] = []
-    return Kube(kube_double, KubernetesRuntime(kube_double.api_client, sleep=sleeps.append), sleeps)
+    return Kube(
+        kube_double, KubernetesRuntime(kube_double.api_client, runtime_kinds(), sleep=sleeps.append), sleeps
+    )
 
 
 def status_of(kube: Kube, spec: WorkloadSpec) -> Any:

@@ -15,6 +15,7 @@ import pytest
 
 from activities.kube import KubernetesRuntime
 from config import Settings
+from services.kinds import runtime_kinds
 from tests.activities.kube_cases import FLOWS, Cluster
 
 K3S_IMAGE = os.environ.get("MLCP_TEST_K3S_IMAGE", "rancher/k3s:v1.31.2-k3s1")
@@ -56,7 +57,7 @@ def poll(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 def cluster(k3s_kubeconfig: Path) -> Iterator[Cluster]:
-    runtime = KubernetesRuntime.from_settings(Settings(kubeconfig=str(k3s_kubeconfig)))
+    runtime = KubernetesRuntime.from_settings(Settings(kubeconfig=str(k3s_kubeconfig)), runtime_kinds())
     try:
         yield Cluster(runtime, poll)
     finally:

@@ -19,6 +19,7 @@ from tests.activities.kube_harness import (
     pod_spec,
 )
 from tests.kube_double import resources as r
+from tests.specs import with_main
 
 # Names and quantities.
 
@@ -79,8 +80,9 @@ def test_every_object_is_labelled_and_children_belong_to_the_deployment(kube: Ku
 def test_the_pod_asks_for_gpus_cpu_memory_and_shared_memory(kube: Kube) -> None:
     kube.project()
     kube.runtime.apply(
-        CONTAINER.model_copy(
-            update={"resources": CONTAINER.resources.model_copy(update={"gpu": 2, "gpu_model": "A100 80GB"})}
+        with_main(
+            CONTAINER,
+            resources=CONTAINER.main.resources.model_copy(update={"gpu": 2, "gpu_model": "A100 80GB"}),
         )
     )
     deployment = kube.one(r.DEPLOYMENTS, "container-c0ntainer1")["spec"]
@@ -99,7 +101,7 @@ def test_the_pod_asks_for_gpus_cpu_memory_and_shared_memory(kube: Kube) -> None:
 
 def test_a_cpu_only_workload_gets_no_gpus(kube: Kube) -> None:
     kube.project()
-    kube.runtime.apply(CONTAINER.model_copy(update={"resources": ResourceRequest(vcpu=0.5, ram_gb=2)}))
+    kube.runtime.apply(with_main(CONTAINER, resources=ResourceRequest(vcpu=0.5, ram_gb=2)))
     spec = pod_spec(kube)
     (container,) = spec["containers"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
@@ -129,9 +131,9 @@ def test_credentials_are_files_in_a_secret_mounted_read_only(kube: Kube) -> None
 def test_reapplying_removes_children_the_spec_no_longer_asks_for(kube: Kube) -> None:
     kube.project()
     kube.runtime.apply(CONTAINER)
-    kube.runtime.apply(CONTAINER.model_copy(update={"ports": [ServicePort(name="ssh", port=22)]}))
+    kube.runtime.apply(with_main(CONTAINER, ports=[ServicePort(name="ssh", port=22)]))
     assert kube.names(r.SERVICES) == ["container-c0ntainer1-ssh"]
-    kube.runtime.apply(CONTAINER.model_copy(update={"ports": [], "credentials": None}))
+    kube.runtime.apply(with_main(CONTAINER, ports=[]).model_copy(update={"credentials": None}))
     assert kube.objects(r.SERVICES) == [] and kube.objects(r.SECRETS) == []
     assert kube.names(r.NETWORK_POLICIES) == ["mlcp-isolate"]
     assert "volumes" not in pod_spec(kube) or all(
@@ -147,7 +149,7 @@ def test_a_job_runs_once_with_its_command_env_and_deadline(kube: Kube) -> None:
     assert (job["backoffLimit"], job["activeDeadlineSeconds"]) == (0, 3600)
     spec = job["template"]["spec"]
     (container,) = spec["containers"]
-    assert spec["restartPolicy"] == "Never" and container["command"] == JOB.command
+    assert spec["restartPolicy"] == "Never" and container["command"] == JOB.main.command
     assert {"name": "EPOCHS", "value": "1"} in container["env"]
     assert container["resources"]["limits"] == {"cpu": "1000m", "memory": "1536Mi"}
     assert "ports" not in container and kube.objects(r.SERVICES) == []

@@ -16,6 +16,7 @@ from activities.runtime import LABEL_PROJECT
 from config import Settings
 from models.lifecycle import Quota
 from models.workloads import ProjectEnvironment, ResourceRequest, WorkloadState
+from services.kinds import runtime_kinds
 from tests.activities.kube_cases import FLOWS, MISSING_IMAGE, Cluster
 from tests.activities.kube_harness import (
     CONTAINER,
@@ -30,6 +31,7 @@ from tests.activities.kube_harness import (
 from tests.kube_double import resources as r
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.knobs import NodePool
+from tests.specs import with_main
 
 # Projects.
 
@@ -83,7 +85,7 @@ def test_delete_project_removes_everything_and_absent_is_success(kube: Kube) -> 
 def test_too_many_gpus_wait_unschedulable_then_run_with_node_port_endpoints(kube: Kube) -> None:
     kube.double.set_nodes(NodePool(count=1, gpu=2))
     kube.project()
-    big = CONTAINER.model_copy(update={"resources": ResourceRequest(gpu=4, vcpu=4, ram_gb=16)})
+    big = with_main(CONTAINER, resources=ResourceRequest(gpu=4, vcpu=4, ram_gb=16))
     assert kube.runtime.apply(big).state == WorkloadState.pending
     kube.settle()
     waiting = status_of(kube, big)
@@ -107,7 +109,7 @@ def test_too_many_gpus_wait_unschedulable_then_run_with_node_port_endpoints(kube
 def test_a_starting_pod_is_creating_and_a_configured_node_host_is_the_endpoint_host(
     kube: Kube,
 ) -> None:
-    runtime = KubernetesRuntime(kube.double.api_client, node_host="gpu.example.org")
+    runtime = KubernetesRuntime(kube.double.api_client, runtime_kinds(), node_host="gpu.example.org")
     kube.double.knobs.pod_start_delay = 60
     kube.project()
     runtime.apply(CONTAINER)
@@ -126,11 +128,9 @@ def test_a_gpu_model_runs_only_on_nodes_labelled_with_it(kube: Kube) -> None:
     )
     kube.project()
     for model, state in (("A100", WorkloadState.running), ("H100", WorkloadState.pending)):
-        spec = CONTAINER.model_copy(
-            update={
-                "resource_id": model.lower(),
-                "resources": ResourceRequest(gpu=1, vcpu=1, ram_gb=1, gpu_model=model),
-            }
+        spec = with_main(
+            CONTAINER.model_copy(update={"resource_id": model.lower()}),
+            resources=ResourceRequest(gpu=1, vcpu=1, ram_gb=1, gpu_model=model),
         )
         kube.runtime.apply(spec)
         kube.settle()
@@ -151,7 +151,7 @@ def test_an_image_that_cannot_be_pulled_fails_with_kubernetes_reason(kube: Kube)
 
 def test_a_crash_loop_fails_with_kubernetes_reason_and_the_exit_code(kube: Kube) -> None:
     kube.project()
-    crashing = CONTAINER.model_copy(update={"command": ["sh", "-c", "echo missing CUDA; exit 2"]})
+    crashing = with_main(CONTAINER, command=["sh", "-c", "echo missing CUDA; exit 2"])
     kube.runtime.apply(crashing)
     kube.settle()
     failed = status_of(kube, crashing)
@@ -225,7 +225,7 @@ def test_a_job_succeeds_with_exit_code_zero_and_its_log(kube: Kube) -> None:
 
 def test_a_failing_job_reports_its_exit_code_reason_and_log(kube: Kube) -> None:
     kube.project()
-    failing = JOB.model_copy(update={"command": ["sh", "-c", "echo loading; echo out of memory; exit 3"]})
+    failing = with_main(JOB, command=["sh", "-c", "echo loading; echo out of memory; exit 3"])
     kube.runtime.apply(failing)
     kube.settle()
     failed = status_of(kube, failing)
@@ -294,7 +294,7 @@ def test_client_errors_raise_at_once_with_the_api_reason(kube: Kube) -> None:
     kube.project()
     kube.runtime.apply(JOB)
     with pytest.raises(KubernetesApiError) as invalid:
-        kube.runtime.apply(JOB.model_copy(update={"command": ["python", "other.py"]}))
+        kube.runtime.apply(with_main(JOB, command=["python", "other.py"]))
     assert (invalid.value.status, invalid.value.reason) == (422, "Invalid")
     assert "immutable" in invalid.value.message
     assert kube.sleeps == []
@@ -308,7 +308,7 @@ def test_an_unreachable_server_is_a_transient_error() -> None:
     configuration.retries = 0
     sleeps: list[float] = []
     with client.ApiClient(configuration) as api_client:
-        runtime = KubernetesRuntime(api_client, retry_delays=(0.1,), sleep=sleeps.append)
+        runtime = KubernetesRuntime(api_client, runtime_kinds(), retry_delays=(0.1,), sleep=sleeps.append)
         with pytest.raises(KubernetesApiError) as raised:
             runtime.status(PROJECT, JOB.kind, JOB.resource_id)
     assert raised.value.status is None and raised.value.transient and sleeps == [0.1]
@@ -326,7 +326,7 @@ def test_from_settings_reads_the_configured_kubeconfig(
         "contexts: [{name: double, context: {cluster: double, user: tester}}]\n"
     )
     runtime = KubernetesRuntime.from_settings(
-        Settings(kubeconfig=str(kubeconfig), node_host="gpu.example.org")
+        Settings(kubeconfig=str(kubeconfig), node_host="gpu.example.org"), runtime_kinds()
     )
     try:
         assert (runtime.name, runtime.node_host) == ("kubernetes", "gpu.example.org")
@@ -348,4 +348,4 @@ def test_core_flow_on_the_double(kube_double: KubeDouble, flow: str) -> None:
         kube_double.settle()
         assert condition(), f"the cluster settled without: {what}"
 
-    FLOWS[flow](Cluster(KubernetesRuntime(kube_double.api_client), until), "flowproject1")
+    FLOWS[flow](Cluster(KubernetesRuntime(kube_double.api_client, runtime_kinds()), until), "flowproject1")

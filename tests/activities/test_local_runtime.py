@@ -17,7 +17,6 @@ from activities import gpu
 from activities.gpu import GpuDevice, nvml_devices
 from activities.local import LocalRuntime, unsupported
 from activities.local_supervisor import process_info
-from activities.runtime import runtime_from_settings
 from config import Settings
 from models.lifecycle import Quota
 from models.workloads import (
@@ -25,23 +24,25 @@ from models.workloads import (
     ProjectEnvironment,
     ResourceRequest,
     ServicePort,
-    WorkloadKind,
     WorkloadSpec,
     WorkloadState,
     WorkloadStatus,
 )
+from services.kinds import runtime_kinds
+from services.runtimes import runtime_from_settings
+from tests.specs import one_role_spec
 
 PROJECT = "prj1"
-JOB = WorkloadKind.job
-CONTAINER = WorkloadKind.container
+JOB = "job"
+CONTAINER = "container"
 SETTLE_SECONDS = 10.0
 T = TypeVar("T")
 
 
 def make_spec(
-    resource_id: str, kind: WorkloadKind = JOB, command: list[str] | None = None, gpu: int = 0, **extra: Any
+    resource_id: str, kind: str = JOB, command: list[str] | None = None, gpu: int = 0, **extra: Any
 ) -> WorkloadSpec:
-    return WorkloadSpec(
+    return one_role_spec(
         project_id=PROJECT,
         resource_id=resource_id,
         kind=kind,
@@ -64,15 +65,15 @@ def wait_for(probe: Callable[[], T | None], what: str, seconds: float = SETTLE_S
     return found
 
 
-def settled(runtime: LocalRuntime, kind: WorkloadKind, resource_id: str) -> WorkloadStatus:
+def settled(runtime: LocalRuntime, kind: str, resource_id: str) -> WorkloadStatus:
     def probe() -> WorkloadStatus | None:
         status = runtime.status(PROJECT, kind, resource_id)
         return None if status.state == WorkloadState.running else status
 
-    return wait_for(probe, f"{kind.value} {resource_id} to end")
+    return wait_for(probe, f"{kind} {resource_id} to end")
 
 
-def log_line(runtime: LocalRuntime, kind: WorkloadKind, resource_id: str, prefix: str) -> str:
+def log_line(runtime: LocalRuntime, kind: str, resource_id: str, prefix: str) -> str:
     def probe() -> str | None:
         lines = runtime.logs(PROJECT, kind, resource_id).splitlines()
         return next((line.removeprefix(prefix) for line in lines if line.startswith(prefix)), None)
@@ -80,8 +81,8 @@ def log_line(runtime: LocalRuntime, kind: WorkloadKind, resource_id: str, prefix
     return wait_for(probe, f"a log line starting {prefix!r}")
 
 
-def supervisor_pid(home: Path, kind: WorkloadKind, resource_id: str) -> int:
-    pid_file = home / "runtime" / f"mlcp-{PROJECT}" / f"{kind.value}-{resource_id}" / "pid"
+def supervisor_pid(home: Path, kind: str, resource_id: str) -> int:
+    pid_file = home / "runtime" / f"mlcp-{PROJECT}" / f"{kind}-{resource_id}" / "pid"
     return int(json.loads(pid_file.read_text())["pid"])
 
 
@@ -99,7 +100,7 @@ def fake_devices(count: int) -> Callable[[], list[GpuDevice]]:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    runtime = LocalRuntime(tmp_path, gpu_devices=fake_devices(0), stop_grace_seconds=5)
+    runtime = LocalRuntime(tmp_path, runtime_kinds(), gpu_devices=fake_devices(0), stop_grace_seconds=5)
     yield runtime
     runtime.delete_project(PROJECT)  # no process outlives its test
 
@@ -209,7 +210,7 @@ def test_deadline_stops_a_long_job(runtime: LocalRuntime) -> None:
 def test_gpu_request_on_a_host_without_gpus_waits_unschedulable(tmp_path: Path) -> None:
     if nvml_devices():
         pytest.skip("NVML finds a GPU on this host")
-    runtime = LocalRuntime(tmp_path)  # NVML's own answer, not a fixed list
+    runtime = LocalRuntime(tmp_path, runtime_kinds())  # NVML's own answer, not a fixed list
     spec = make_spec("train", command=["echo", "never"], gpu=2)
     for _ in range(2):
         status = runtime.apply(spec)
@@ -225,7 +226,7 @@ def test_gpu_request_on_a_host_without_gpus_waits_unschedulable(tmp_path: Path) 
 
 
 def test_gpus_are_handed_out_one_holder_each_and_freed(tmp_path: Path) -> None:
-    runtime = LocalRuntime(tmp_path, gpu_devices=fake_devices(2), stop_grace_seconds=5)
+    runtime = LocalRuntime(tmp_path, runtime_kinds(), gpu_devices=fake_devices(2), stop_grace_seconds=5)
     command = ["sh", "-c", 'echo "cuda=$CUDA_VISIBLE_DEVICES"; exec sleep 300']
     try:
         first = runtime.apply(make_spec("a", command=command, gpu=1))
@@ -240,7 +241,7 @@ def test_gpus_are_handed_out_one_holder_each_and_freed(tmp_path: Path) -> None:
         assert third.message == "needs 1 GPU, 0 free of 2 on this host"
 
         # A new runtime object sees the same holders: the ledger is the folders on disk.
-        restarted = LocalRuntime(tmp_path, gpu_devices=fake_devices(2))
+        restarted = LocalRuntime(tmp_path, runtime_kinds(), gpu_devices=fake_devices(2))
         assert restarted.apply(make_spec("c", command=command, gpu=1)).state == WorkloadState.pending
 
         runtime.delete(PROJECT, JOB, "a")
@@ -252,7 +253,7 @@ def test_gpus_are_handed_out_one_holder_each_and_freed(tmp_path: Path) -> None:
 
 
 def test_concurrent_applies_start_once_and_never_share_a_gpu(tmp_path: Path) -> None:
-    runtime = LocalRuntime(tmp_path, gpu_devices=fake_devices(1), stop_grace_seconds=5)
+    runtime = LocalRuntime(tmp_path, runtime_kinds(), gpu_devices=fake_devices(1), stop_grace_seconds=5)
     specs = [make_spec(name, kind=CONTAINER, gpu=1) for name in ("x", "y") for _ in range(4)]
     try:
         with ThreadPoolExecutor(max_workers=len(specs)) as pool:
@@ -288,7 +289,7 @@ def test_status_survives_a_new_runtime_on_the_same_home(runtime: LocalRuntime, t
     runtime.apply(make_spec("done", command=["sh", "-c", "exit 4"]))
     settled(runtime, JOB, "done")
 
-    restarted = LocalRuntime(tmp_path, gpu_devices=fake_devices(0), stop_grace_seconds=5)
+    restarted = LocalRuntime(tmp_path, runtime_kinds(), gpu_devices=fake_devices(0), stop_grace_seconds=5)
     after = restarted.status(PROJECT, CONTAINER, "keep")
     assert after.state == WorkloadState.running
     assert after.started_at == before.started_at
@@ -299,17 +300,27 @@ def test_status_survives_a_new_runtime_on_the_same_home(runtime: LocalRuntime, t
     assert not is_running(pid)
 
 
-def test_lost_process_is_reported_and_started_anew_on_apply(runtime: LocalRuntime, tmp_path: Path) -> None:
-    spec = make_spec("lost", command=["sh", "-c", "echo shell=$$; exec sleep 300"])
-    runtime.apply(spec)
-    old_command = int(log_line(runtime, JOB, "lost", "shell="))
-    os.kill(supervisor_pid(tmp_path, JOB, "lost"), signal.SIGKILL)  # as a host's OOM killer might
+def test_a_lost_container_starts_anew_on_apply_a_lost_job_never_runs_twice(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    script = ["sh", "-c", "echo shell=$$; exec sleep 300"]
+    container, job = make_spec("lost", kind=CONTAINER, command=script), make_spec("lostjob", command=script)
+    for spec in (container, job):
+        runtime.apply(spec)
+    old_command = int(log_line(runtime, CONTAINER, "lost", "shell="))
+    for kind, resource in ((CONTAINER, "lost"), (JOB, "lostjob")):
+        os.kill(supervisor_pid(tmp_path, kind, resource), signal.SIGKILL)  # as a host's OOM killer might
+        status = settled(runtime, kind, resource)
+        assert (status.state, status.reason) == (WorkloadState.failed, "Lost")
 
-    status = settled(runtime, JOB, "lost")
-    assert (status.state, status.reason) == (WorkloadState.failed, "Lost")
-    assert runtime.apply(spec).state == WorkloadState.running
+    assert runtime.apply(container).state == WorkloadState.running
     assert not is_running(old_command)  # what the lost supervisor left behind does not run twice
-    assert "the previous process was lost" in runtime.events(PROJECT, JOB, "lost")[-1].message
+    assert "the previous process was lost" in runtime.events(PROJECT, CONTAINER, "lost")[-1].message
+    # A job's command may have done its work: running it again could do it twice.
+    assert (runtime.apply(job).state, runtime.apply(job).reason) == (WorkloadState.failed, "Lost")
+    assert [line for line in runtime.logs(PROJECT, JOB, "lostjob").splitlines() if "shell=" in line] != []
+    assert len([e for e in runtime.events(PROJECT, JOB, "lostjob") if e.reason == "Started"]) == 1
+    runtime.delete(PROJECT, JOB, "lostjob")
 
 
 def test_logs_tail_reads_the_end_of_a_large_log(runtime: LocalRuntime) -> None:
@@ -348,9 +359,9 @@ def test_unsupported_says_plainly_what_a_host_process_cannot_honour() -> None:
         ports=[ServicePort(name="ssh", port=22)],
         credentials=Credentials(authorized_keys=["ssh-ed25519 AAAA alice"]),
     )
-    spec.resources.shm_gb = 8
-    spec.resources.gpu_model = "A100"
-    assert unsupported(spec) == [
+    spec.main.resources.shm_gb = 8
+    spec.main.resources.gpu_model = "A100"
+    assert unsupported(spec, runtime_kinds()["container"]) == [
         "image nvcr.io/nvidia/pytorch:24.01-py3 is not pulled: the process runs on the host's own filesystem",
         "node ports: services are reachable on 127.0.0.1 at the port the process listens on",
         "vcpu/ram limits are not enforced: the process shares the host's CPUs and memory",

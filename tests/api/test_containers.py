@@ -12,12 +12,12 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.runtime import runtime_from_settings
 from config import Settings
 from models.base import utcnow
 from models.catalog import Spec
 from models.containers import Container
-from models.workloads import WorkloadKind, WorkloadState
+from models.workloads import WorkloadState
+from services.runtimes import runtime_from_settings
 from tests.api import test_projects
 from tests.api.test_projects import Headers, eventually
 
@@ -132,7 +132,7 @@ async def test_a_member_creates_a_running_container_and_deletes_it(
     assert jupyter["connect"].startswith("http://")
     assert isinstance(detail["events"], list) and isinstance(detail["log_tail"], str)
     runtime = runtime_from_settings(settings)
-    status = runtime.status(project["id"], WorkloadKind.container, created["id"])
+    status = runtime.status(project["id"], "container", created["id"])
     assert status.state == WorkloadState.running
 
     with Session(engine) as session:
@@ -145,7 +145,7 @@ async def test_a_member_creates_a_running_container_and_deletes_it(
     assert deleted.status_code == 202, deleted.text
     assert deleted.json()["status"] in ("deleting", "deleted")
     await wait_status(platform, people["bob"], project["id"], created["id"], "deleted")
-    gone = runtime.status(project["id"], WorkloadKind.container, created["id"])
+    gone = runtime.status(project["id"], "container", created["id"])
     assert gone.state == WorkloadState.gone
     listed = await platform.get(containers_url(project["id"]), headers=people["bob"])
     assert listed.json()["total"] == 0

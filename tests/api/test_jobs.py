@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from activities.runtime import runtime_from_settings
 from config import Settings
 from models.jobs import JobLog
-from models.workloads import WorkloadKind, WorkloadState
+from models.workloads import WorkloadState
+from services.runtimes import runtime_from_settings
 from tests.api import test_projects
 from tests.api.test_containers import active_project, make_spec
 from tests.api.test_projects import Headers, eventually
@@ -95,7 +95,7 @@ async def test_hello_world_runs_its_log_outlives_it_and_delete_hides_it(
     runtime = runtime_from_settings(settings)
 
     async def cleaned_up() -> bool:
-        status = runtime.status(project["id"], WorkloadKind.job, created["id"])
+        status = runtime.status(project["id"], "job", created["id"])
         return status.state == WorkloadState.gone
 
     await eventually(cleaned_up)
@@ -152,7 +152,7 @@ async def test_a_failing_job_reports_its_exit_code_and_a_running_one_stops_on_de
     assert stopping.status_code == 202, stopping.text
     assert stopping.json()["status"] in ("deleting", "deleted")
     await wait_status(platform, people["bob"], project["id"], long["id"], "deleted")
-    gone = runtime_from_settings(settings).status(project["id"], WorkloadKind.job, long["id"])
+    gone = runtime_from_settings(settings).status(project["id"], "job", long["id"])
     assert gone.state == WorkloadState.gone
     assert (await platform.get(f"{url}/{long['id']}/log", headers=people["bob"])).text == "started\n"
     assert "oops" in (await platform.get(f"{url}/{failing['id']}/log", headers=people["bob"])).text

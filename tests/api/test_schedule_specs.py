@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from temporalio.client import ScheduleRange
 from temporalio.testing import WorkflowEnvironment
 
-from api.errors import ApiError
-from api.schedule_specs import parse_trigger, schedule_spec, temporal_schedule
 from models.schedules import Concurrency, CronTrigger, Schedule, ScheduleCreate
+from services.errors import Invalid
+from services.schedule_specs import parse_trigger, schedule_spec, temporal_schedule
 
 
 def spec_of(trigger: dict[str, Any], time_zone: str = "Asia/Taipei", **times: datetime | None) -> Any:
@@ -102,9 +102,9 @@ def test_concurrency_maps_to_the_overlap_policy_and_no_template_keeps_it_paused(
     ],
 )
 def test_a_bad_trigger_names_its_field(trigger: dict[str, Any], field: str) -> None:
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(Invalid) as raised:
         parse_trigger(trigger)
-    assert (raised.value.status, raised.value.field) == (422, field), raised.value.message
+    assert (raised.value.code, raised.value.field) == ("validation_error", field), raised.value.message
 
 
 def test_time_zones_must_be_iana_names() -> None:

@@ -15,7 +15,6 @@ import pytest
 from activities.local_folder import LaunchRecord
 from activities.runtime import namespace_name, workload_name
 from models.base import utcnow
-from models.workloads import WorkloadKind
 from tests.e2e.stack import ADMIN_PASSWORD, DevStack, is_alive
 from tests.e2e.test_dev_stack import _create_user, _sign_in
 
@@ -45,9 +44,7 @@ async def _until(
 
 
 def _process_of(home: Path, project_id: str, container_id: str) -> int:
-    folder = (
-        home / "runtime" / namespace_name(project_id) / workload_name(WorkloadKind.container, container_id)
-    )
+    folder = home / "runtime" / namespace_name(project_id) / workload_name("container", container_id)
     return LaunchRecord.model_validate_json((folder / "pid").read_text()).pid
 
 

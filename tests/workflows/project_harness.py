@@ -18,8 +18,9 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.heartbeat import HEARTBEAT_THROTTLE
 from activities.local import LocalRuntime
-from activities.projects import ProjectActivities
+from activities.projects import ProjectActivities, ProjectCleanup
 from activities.runtime import WorkloadRuntime
 from activities.schedules import ScheduleActivities
 from activities.workloads import WorkloadActivities
@@ -41,6 +42,7 @@ from models.lifecycle import (
     Quota,
 )
 from models.mail import MailMessage, MailResult, MailStatus, MailTransport
+from services.kinds import KINDS, runtime_kinds
 from tests.workflows.fake_workload import FakeWorkloadWorkflow
 from worker import GRACEFUL_SHUTDOWN
 from workflows.project import ProjectWorkflow, workflow_id
@@ -126,14 +128,17 @@ async def project_worker(
     task_queue = "tq-" + uuid.uuid4().hex[:8]
     # Projects keep a place in the runtime from activation to deletion: a local one here.
     with tempfile.TemporaryDirectory(prefix="mlcp-projects-") as home:
-        environments = WorkloadActivities(runtime or LocalRuntime(Path(home)))
+        environments = WorkloadActivities(runtime or LocalRuntime(Path(home), runtime_kinds()))
         schedules = ScheduleActivities(engine, client, Settings(home=Path(home)))
+        cleanup = ProjectCleanup(engine, client, KINDS)
         async with Worker(
             client,
             task_queue=task_queue,
             workflows=[ProjectWorkflow, *(extra_workflows or [])],
             activities=[
                 ProjectActivities(engine).record_project,
+                cleanup.end_project_workflows,
+                cleanup.close_workload_records,
                 mail.send_mail,
                 environments.ensure_project_environment,
                 environments.delete_project_environment,
@@ -143,6 +148,7 @@ async def project_worker(
             ],
             activity_executor=ThreadPoolExecutor(max_workers=8),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         ):
             yield task_queue
 

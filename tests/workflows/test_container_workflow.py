@@ -25,22 +25,23 @@ from activities.runtime import WorkloadRuntime
 from activities.workloads import WorkloadActivities
 from models.containers import (
     Container,
-    ContainerDelete,
     ContainerInput,
     ContainerState,
     ContainerStatus,
     ContainerTimings,
 )
 from models.lifecycle import Decision, ProjectStatus, Quota, QuotaPanel
+from models.workload_lifecycle import WorkloadDelete
 from models.workloads import (
     ResourceRequest,
     ServicePort,
-    WorkloadKind,
     WorkloadSpec,
     WorkloadState,
 )
+from services.kinds import runtime_kinds
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
+from tests.specs import one_role_spec
 from tests.workflows.project_harness import (
     MailCatcher,
     ensure_users,
@@ -61,7 +62,9 @@ ContainerHandle = WorkflowHandle[Any, Any]
 
 
 def local_runtime(tmp_path: Path) -> LocalRuntime:
-    return LocalRuntime(tmp_path / "home", gpu_devices=lambda: FAKE_GPUS, stop_grace_seconds=2)
+    return LocalRuntime(
+        tmp_path / "home", runtime_kinds(), gpu_devices=lambda: FAKE_GPUS, stop_grace_seconds=2
+    )
 
 
 @asynccontextmanager
@@ -102,10 +105,10 @@ async def active_project(
 
 
 def container_spec(project_id: str, container_id: str, gpu: int, image: str = IMAGE) -> WorkloadSpec:
-    return WorkloadSpec(
+    return one_role_spec(
         project_id=project_id,
         resource_id=container_id,
-        kind=WorkloadKind.container,
+        kind="container",
         owner="bob",
         name=f"dev {container_id}",
         image=image,
@@ -213,7 +216,7 @@ async def test_scheduled_start_then_deleted_at_its_end_time(
         assert row(engine, running.id).status == ContainerStatus.deleted
         after = await panel(project)
         assert (after.in_use.gpu, after.in_flight.gpu, after.queue) == (0, 0, [])
-        gone = runtime.status(project_id, WorkloadKind.container, running.id)
+        gone = runtime.status(project_id, "container", running.id)
         assert gone.state == WorkloadState.gone
 
 
@@ -225,17 +228,17 @@ async def test_user_delete_stops_it_and_releases_the_quota(
         project, project_id = await active_project(env, tq)
         handle = await start_container(env, tq, project_id, gpu=2)
         running = await until(env, handle, is_(ContainerStatus.running))
-        status = runtime.status(project_id, WorkloadKind.container, running.id)
+        status = runtime.status(project_id, "container", running.id)
         assert (status.state, len(status.gpus)) == (WorkloadState.running, 2)
 
         answer = await handle.execute_update(
-            ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob")
+            ContainerWorkflow.delete, WorkloadDelete(user_id="bob", username="bob")
         )
         assert answer.status in (ContainerStatus.deleting, ContainerStatus.deleted)
-        assert answer.delete_requested_by == "bob"
+        assert answer.message == "deleted by bob"
         assert await handle.result() == ContainerStatus.deleted
         assert row(engine, running.id).message == "deleted by bob"
-        assert runtime.status(project_id, WorkloadKind.container, running.id).state == WorkloadState.gone
+        assert runtime.status(project_id, "container", running.id).state == WorkloadState.gone
         assert (await panel(project)).remaining.gpu == 2
 
 
@@ -263,17 +266,17 @@ async def test_a_container_beyond_the_free_quota_waits_in_line_and_starts_after_
         assert (recorded.status, recorded.queue_position) == (ContainerStatus.waiting, 2)
 
         # Deleting a queued container drops its request from the line.
-        await third.execute_update(ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob"))
+        await third.execute_update(ContainerWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
         assert await third.result() == ContainerStatus.deleted
         assert [e.resource_id for e in (await panel(project)).queue] == [waiting.id]
 
-        await first.execute_update(ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob"))
+        await first.execute_update(ContainerWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
         assert await first.result() == ContainerStatus.deleted
         started = await until(env, second, is_(ContainerStatus.running))
         assert started.queue_position is None
         after = await panel(project)
         assert (after.in_use.gpu, after.queue) == (1, [])
-        await second.execute_update(ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob"))
+        await second.execute_update(ContainerWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
         assert await second.result() == ContainerStatus.deleted
 
         # The richest path (queued, admitted, started, deleted) replays without nondeterminism.
@@ -310,7 +313,7 @@ async def test_the_project_grace_period_deletes_its_containers_through_their_wor
         assert final.message == "the project's end date has passed (grace period)"
         assert (await project.query(ProjectWorkflow.view)).state.status == ProjectStatus.grace
         assert (await panel(project)).in_flight.gpu + (await panel(project)).in_use.gpu == 0
-        assert runtime.status(project_id, WorkloadKind.container, running.id).state == WorkloadState.gone
+        assert runtime.status(project_id, "container", running.id).state == WorkloadState.gone
 
 
 async def test_a_failed_image_on_kubernetes_surfaces_and_keeps_the_reservation_until_deleted(
@@ -320,7 +323,7 @@ async def test_a_failed_image_on_kubernetes_surfaces_and_keeps_the_reservation_u
 ) -> None:
     env = time_skipping_env
     kube_double.knobs.image_pull_failures = ["registry.example/broken*"]
-    runtime = KubernetesRuntime(kube_double.api_client, sleep=lambda seconds: None)
+    runtime = KubernetesRuntime(kube_double.api_client, runtime_kinds(), sleep=lambda seconds: None)
     async with container_worker(env, engine, runtime) as tq:
         project, project_id = await active_project(env, tq)
         handle = await start_container(env, tq, project_id, image="registry.example/broken:1")
@@ -330,9 +333,9 @@ async def test_a_failed_image_on_kubernetes_surfaces_and_keeps_the_reservation_u
         assert row(engine, failed.id).reason == failed.reason
         assert (await panel(project)).in_flight.gpu == 1  # kept until the user deletes it
 
-        await handle.execute_update(ContainerWorkflow.delete, ContainerDelete(user_id="bob", username="bob"))
+        await handle.execute_update(ContainerWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
         assert await handle.result() == ContainerStatus.deleted
-        assert runtime.status(project_id, WorkloadKind.container, failed.id).state == WorkloadState.gone
+        assert runtime.status(project_id, "container", failed.id).state == WorkloadState.gone
         assert (await panel(project)).remaining.gpu == 2
 
 

@@ -24,11 +24,14 @@ from activities.local import LocalRuntime
 from activities.projects import ProjectActivities
 from activities.runtime import WorkloadRuntime, namespace_name
 from activities.workloads import WorkloadActivities
-from models.jobs import SHELL, Job, JobDelete, JobInput, JobLog, JobState, JobStatus, JobTimings
+from models.jobs import SHELL, Job, JobInput, JobLog, JobState, JobStatus, JobTimings
 from models.lifecycle import Decision, ProjectStatus, Quota, QuotaPanel
-from models.workloads import ResourceRequest, WorkloadKind, WorkloadSpec, WorkloadState
+from models.workload_lifecycle import WorkloadDelete
+from models.workloads import ResourceRequest, WorkloadSpec, WorkloadState
+from services.kinds import runtime_kinds
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
+from tests.specs import one_role_spec
 from tests.workflows.project_harness import (
     MailCatcher,
     ensure_users,
@@ -54,7 +57,7 @@ JobHandle = WorkflowHandle[Any, Any]
 
 
 def kube_runtime(double: KubeDouble) -> KubernetesRuntime:
-    return KubernetesRuntime(double.api_client, sleep=lambda seconds: None)
+    return KubernetesRuntime(double.api_client, runtime_kinds(), sleep=lambda seconds: None)
 
 
 @asynccontextmanager
@@ -91,10 +94,10 @@ async def active_project(
 
 
 def job_spec(project_id: str, job_id: str, command: str, gpu: int = 1) -> WorkloadSpec:
-    return WorkloadSpec(
+    return one_role_spec(
         project_id=project_id,
         resource_id=job_id,
-        kind=WorkloadKind.job,
+        kind="job",
         owner="bob",
         name=f"train{job_id[-3:]}",
         image=IMAGE,
@@ -171,7 +174,7 @@ def stored_log(engine: Engine, job_id: str) -> str:
 
 
 def gone(runtime: WorkloadRuntime, project_id: str, job_id: str) -> bool:
-    return runtime.status(project_id, WorkloadKind.job, job_id).state == WorkloadState.gone
+    return runtime.status(project_id, "job", job_id).state == WorkloadState.gone
 
 
 async def test_a_job_succeeds_keeps_its_log_and_gives_its_quota_back(
@@ -207,7 +210,7 @@ async def test_a_job_succeeds_keeps_its_log_and_gives_its_quota_back(
         )
         # The Kubernetes Job and its pods are gone; the log outlives them.
         assert gone(runtime, project_id, final.id)
-        assert runtime.logs(project_id, WorkloadKind.job, final.id) == ""
+        assert runtime.logs(project_id, "job", final.id) == ""
         assert stored_log(engine, final.id) == "Hello World!\nepoch 3 done\n"
         after = await panel(project)
         assert (after.in_use.gpu, after.in_flight.gpu, after.queue) == (0, 0, [])
@@ -324,7 +327,7 @@ async def test_a_second_job_waits_in_line_until_the_first_finishes(
         # Deleting a queued job drops its request from the line; it never ran, so it kept no log.
         third = await start_job(env, tq, project_id, "echo third", gpu=1)
         behind = await until(env, third, lambda state: state.queue_position == 2)
-        await third.execute_update(JobWorkflow.delete, JobDelete(user_id="bob", username="bob"))
+        await third.execute_update(JobWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
         assert await third.result() == JobStatus.deleted
         assert (row(engine, behind.id).status, row(engine, behind.id).log_kept) == (JobStatus.deleted, False)
 
@@ -363,7 +366,9 @@ async def test_deleting_a_running_job_stops_it_keeps_its_log_and_releases_the_qu
         project, project_id = await active_project(env, tq)
         handle = await start_job(env, tq, project_id, "echo half way")
         running = await until(env, handle, is_(JobStatus.running))
-        answer = await handle.execute_update(JobWorkflow.delete, JobDelete(user_id="bob", username="bob"))
+        answer = await handle.execute_update(
+            JobWorkflow.delete, WorkloadDelete(user_id="bob", username="bob")
+        )
         assert answer.status in (JobStatus.deleting, JobStatus.deleted)
         assert await handle.result() == JobStatus.deleted
         recorded = row(engine, running.id)
@@ -411,7 +416,10 @@ async def test_a_job_running_for_days_continues_as_new_and_keeps_its_state(
 async def test_echo_hello_world_on_the_local_runtime_keeps_the_line(
     time_skipping_env: WorkflowEnvironment, engine: Engine, tmp_path: Path
 ) -> None:
-    env, runtime = time_skipping_env, LocalRuntime(tmp_path / "home", gpu_devices=list, stop_grace_seconds=2)
+    env, runtime = (
+        time_skipping_env,
+        LocalRuntime(tmp_path / "home", runtime_kinds(), gpu_devices=list, stop_grace_seconds=2),
+    )
     async with job_worker(env, engine, runtime) as tq:
         _, project_id = await active_project(env, tq)
         handle = await start_job(env, tq, project_id, 'echo "Hello World!"', gpu=0)
@@ -449,7 +457,7 @@ def test_an_older_snapshot_never_overwrites_the_read_model(engine: Engine, tmp_p
         exit_code=0,
         version=5,
     )
-    records = JobActivities(engine, LocalRuntime(tmp_path / "home"))
+    records = JobActivities(engine, LocalRuntime(tmp_path / "home", runtime_kinds()))
     records.record_job(newer)
     records.record_job(
         newer.model_copy(update={"status": JobStatus.running, "exit_code": None, "version": 4})

@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.kube import KubernetesRuntime
 from activities.runtime import namespace_name
 from models.lifecycle import Application, ApplicationType, Decision, ProjectStatus, Quota
+from services.kinds import runtime_kinds
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
 from tests.workflows.project_harness import MailCatcher, new_state, project_worker, start_project
@@ -30,7 +31,7 @@ async def test_namespace_and_quota_follow_the_project(
 ) -> None:
     env = time_skipping_env
     core: Any = kubernetes.client.CoreV1Api(kube_double.api_client)
-    runtime = KubernetesRuntime(kube_double.api_client)
+    runtime = KubernetesRuntime(kube_double.api_client, runtime_kinds())
     now = await env.get_current_time()
     state = new_state(
         start=now + timedelta(days=1), end=now + timedelta(days=10), quota=Quota(gpu=2, vcpu=8, ram_gb=32)

@@ -17,19 +17,11 @@ from temporalio import client as temporal
 from temporalio.client import Client, ScheduleDescription, ScheduleHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import release_connection
-from api.errors import ApiError, conflict, invalid, not_found
-from api.project_access import members_of, role_in
-from api.schedule_specs import (
-    parse_trigger,
-    schedule_id,
-    schedule_search_attributes,
-    temporal_schedule,
-)
-from models.accounts import PlatformRole, User
+from models.accounts import User
 from models.base import utcnow
+from models.database import release_connection
 from models.job_templates import JobTemplate
-from models.lifecycle import MemberRole, ProjectStatus
+from models.lifecycle import ProjectStatus
 from models.projects import Project
 from models.schedules import (
     Schedule,
@@ -39,6 +31,14 @@ from models.schedules import (
     ScheduleRunPublic,
     ScheduleUpdate,
     UpcomingJob,
+)
+from services.access import members_of, sees_everything_in
+from services.errors import DomainError, conflict, invalid
+from services.schedule_specs import (
+    parse_trigger,
+    schedule_id,
+    schedule_search_attributes,
+    temporal_schedule,
 )
 
 RECENT_RUNS = 10
@@ -62,7 +62,7 @@ def _name_taken(session: Session, project_id: str, name: str) -> bool:
     return found.first() is not None
 
 
-def _taken(name: str) -> ApiError:
+def _taken(name: str) -> DomainError:
     return conflict(f"the project has a schedule named {name!r} already", field="name")
 
 
@@ -267,13 +267,6 @@ async def public(session: Session, client: Client, row: Schedule) -> SchedulePub
     return to_public(session, row, (await describe(session, client, [row]))[row.id])
 
 
-def readable_schedule(session: Session, project_id: str, schedule_id_: str) -> Schedule:
-    row = session.get(Schedule, schedule_id_)
-    if row is None or row.project_id != project_id:
-        raise not_found("schedule", schedule_id_)
-    return row
-
-
 async def upcoming_jobs(
     session: Session,
     client: Client | None,
@@ -324,11 +317,7 @@ def refuse_schedule_row(session: Session, project_id: str, job_id: str, user: Us
     if row is None or row.project_id != project_id:
         return  # the jobs router answers 404 as for any unknown job
     members = members_of(session, [project_id])[project_id]
-    if (
-        row.owner_id == user.id
-        or user.role == PlatformRole.admin
-        or role_in(members, user) == MemberRole.admin
-    ):
+    if row.owner_id == user.id or sees_everything_in(members, user):
         raise conflict(
             f"this row is the next run of schedule {row.name!r} ({row.id}); it goes away only with the "
             "schedule: delete the schedule"

@@ -25,7 +25,6 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from api.errors import invalid
 from models.schedules import (
     Concurrency,
     CronTrigger,
@@ -41,6 +40,7 @@ from models.schedules import (
 from models.schedules import (
     Schedule as ScheduleRow,
 )
+from services.errors import invalid
 from workflows import search_attributes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,126 @@
+"""Starting containers: one from a member's create, or a batch a project admin makes for members."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlmodel import Session
+from temporalio.client import Client
+
+from config import Settings
+from models.base import utcnow
+from models.containers import ContainerCreate, ContainerInput, ContainerStatus
+from models.lifecycle import ProjectStatus
+from models.projects import Project
+from models.workloads import (
+    STANDARD_PORTS,
+    Credentials,
+    ResourceRequest,
+    ServicePort,
+    WorkloadRole,
+    WorkloadSpec,
+)
+from services.errors import conflict, invalid
+from services.kinds import CONTAINER
+from services.workloads import Owner, catalog_resources, start_recorded
+
+
+def hash_password(password: str) -> str:
+    """SHA-512 crypt, what `chpasswd -e` takes inside the container."""
+    with warnings.catch_warnings():
+        # crypt is deprecated from 3.11 on, yet it is the standard library's only SHA-512 crypt.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+class Plan(NamedTuple):
+    """What a create body means once checked: the same for every container a batch makes."""
+
+    spec_id: str
+    resources: ResourceRequest
+    credentials: Credentials
+    end_at: datetime | None
+
+
+def _credentials(body: ContainerCreate) -> Credentials:
+    if body.password is None and body.ssh_public_key is None:
+        raise invalid("password", "give a password, an ssh_public_key or both")
+    return Credentials(
+        password_hash=hash_password(body.password) if body.password is not None else None,
+        authorized_keys=[body.ssh_public_key.strip()] if body.ssh_public_key else [],
+    )
+
+
+def _duration(body: ContainerCreate) -> timedelta | None:
+    now = utcnow()
+    if body.start_at is not None and body.start_at <= now:
+        raise invalid("start_at", "must be in the future")
+    if body.end_at is not None and body.hours is not None:
+        raise invalid("hours", "give end_at or hours, not both")
+    begins = body.start_at or now
+    if body.end_at is not None and body.end_at <= begins:
+        raise invalid("end_at", "must come after the start")
+    return timedelta(hours=body.hours) if body.hours is not None else None
+
+
+def plan(session: Session, project: Project, body: ContainerCreate) -> Plan:
+    """Check a create body against the project and the catalog; raises Conflict or Invalid."""
+    if project.status != ProjectStatus.active:
+        raise conflict(f"project {project.id} is {project.status}; containers need an active project")
+    duration = _duration(body)
+    resources = catalog_resources(session, body.spec_id, body.shm_gb)
+    end_at = body.end_at if duration is None else (body.start_at or utcnow()) + duration
+    return Plan(spec_id=body.spec_id, resources=resources, credentials=_credentials(body), end_at=end_at)
+
+
+async def start_container(
+    client: Client,
+    settings: Settings,
+    project_id: str,
+    owner: Owner,
+    name: str,
+    container_id: str,
+    body: ContainerCreate,
+    checked: Plan,
+) -> None:
+    """Start the container's workflow and return once its row is recorded."""
+    workload = WorkloadSpec(
+        project_id=project_id,
+        resource_id=container_id,
+        kind=CONTAINER.name,
+        owner=owner.username,
+        name=name,
+        roles=[
+            WorkloadRole(
+                image=body.image,
+                resources=checked.resources,
+                ports=[ServicePort(name=service, port=STANDARD_PORTS[service]) for service in body.services],
+            )
+        ],
+        credentials=checked.credentials,
+    )
+    request = ContainerInput(
+        id=container_id,
+        project_id=project_id,
+        owner_id=owner.id,
+        owner=owner.username,
+        spec=workload,
+        spec_id=checked.spec_id,
+        start_at=body.start_at,
+        end_at=checked.end_at,
+        created_at=utcnow(),
+    )
+    await start_recorded(
+        client,
+        CONTAINER,
+        request,
+        resource_id=container_id,
+        task_queue=settings.temporal_task_queue,
+        project_id=project_id,
+        owner=owner.username,
+        status=ContainerStatus.scheduled.value,
+        summary=f"Container “{name}” of {owner.username} ({body.image})",
+    )

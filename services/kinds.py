@@ -1,0 +1,143 @@
+"""The registry of workload kinds: one descriptor per kind, read by the worker, the API and the runtimes.
+
+A descriptor holds everything that is a kind's own: its status enum, its table, public, detail, state and
+workflow-input models, its workflow class (whose ID prefix is the kind's name), its activities (the record
+activity among them), how the runtimes realise it (its Kubernetes controller and the builders of its
+manifest and final status; whether it runs to completion), and the API module holding its routes (built
+by the shared router factory, api/workload_routes.py, plus whatever is the kind's own).
+
+Adding a kind is its own modules (models, workflow, activities, routes) plus one entry in KINDS. Nothing
+else branches on a kind's name, and a name not registered here is an error wherever it turns up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from activities.containers import ContainerRecords
+from activities.jobs import JobActivities
+from activities.kube_manifests import deployment_manifest, job_manifest
+from activities.kube_status import job_outcome
+from activities.runtime import RuntimeKind, UnknownWorkloadKind, WorkloadRuntime
+from models.containers import (
+    Container,
+    ContainerDetail,
+    ContainerInput,
+    ContainerPublic,
+    ContainerState,
+    ContainerStatus,
+)
+from models.jobs import Job, JobDetail, JobInput, JobPublic, JobState, JobStatus
+from models.workload_lifecycle import WorkloadLifecycleState, WorkloadRecord
+from workflows.container import ContainerWorkflow
+from workflows.job import JobWorkflow
+from workflows.workload import WorkloadLifecycle, workload_workflow_id
+
+ActivitiesFor = Callable[[Engine, WorkloadRuntime], list[Callable[..., Any]]]
+
+
+@dataclass(frozen=True)
+class WorkloadKind:
+    name: str  # the label value, the workflow ID prefix (`job-<id>`), runtime object names' prefix
+    plural: str  # the API's path segment: /api/v1/projects/{id}/<plural>
+    id_letter: str  # first letter of IDs derived from an Idempotency-Key, so kinds never share one
+    status: type[StrEnum]
+    final_statuses: frozenset[str]  # a row in one of these is done; its workflow has ended or is ending
+    table: type[WorkloadRecord]
+    public: type[BaseModel]
+    detail: type[BaseModel]
+    state: type[WorkloadLifecycleState]
+    input: type[BaseModel]
+    workflow: type[WorkloadLifecycle]
+    activities: ActivitiesFor
+    runtime: RuntimeKind
+    api_module: str  # imported by the API only, so the worker never loads FastAPI
+    hidden_statuses: frozenset[str] = field(default_factory=lambda: frozenset({"deleted"}))
+
+    def workflow_id(self, resource_id: str) -> str:
+        return workload_workflow_id(self.name, resource_id)
+
+    @property
+    def record_activity(self) -> Callable[..., Any]:
+        return self.workflow.record_activity
+
+
+def _job_activities(engine: Engine, runtime: WorkloadRuntime) -> list[Callable[..., Any]]:
+    jobs = JobActivities(engine, runtime)
+    return [jobs.record_job, jobs.keep_job_log]
+
+
+CONTAINER = WorkloadKind(
+    name=ContainerWorkflow.kind,
+    plural="containers",
+    id_letter="c",
+    status=ContainerStatus,
+    final_statuses=frozenset({ContainerStatus.deleted.value}),
+    table=Container,
+    public=ContainerPublic,
+    detail=ContainerDetail,
+    state=ContainerState,
+    input=ContainerInput,
+    workflow=ContainerWorkflow,
+    activities=lambda engine, _: [ContainerRecords(engine).record_container],
+    runtime=RuntimeKind(
+        name=ContainerWorkflow.kind,
+        controller="Deployment",
+        controller_manifest=deployment_manifest,
+        outcome=None,
+        runs_to_completion=False,
+    ),
+    api_module="api.routers.containers",
+)
+
+JOB = WorkloadKind(
+    name=JobWorkflow.kind,
+    plural="jobs",
+    id_letter="j",
+    status=JobStatus,
+    final_statuses=frozenset({JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.deleted.value}),
+    table=Job,
+    public=JobPublic,
+    detail=JobDetail,
+    state=JobState,
+    input=JobInput,
+    workflow=JobWorkflow,
+    activities=_job_activities,
+    runtime=RuntimeKind(
+        name=JobWorkflow.kind,
+        controller="Job",
+        controller_manifest=job_manifest,
+        outcome=job_outcome,
+        runs_to_completion=True,
+    ),
+    api_module="api.routers.jobs",
+)
+
+KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB)
+_BY_NAME = {kind.name: kind for kind in KINDS}
+
+
+def kind(name: str) -> WorkloadKind:
+    found = _BY_NAME.get(name)
+    if found is None:
+        raise UnknownWorkloadKind(f"no workload kind {name!r} is registered (known: {', '.join(_BY_NAME)})")
+    return found
+
+
+def runtime_kinds() -> Mapping[str, RuntimeKind]:
+    """What the runtimes are built with: every kind they may run."""
+    return {kind.name: kind.runtime for kind in KINDS}
+
+
+def workflows() -> list[type]:
+    return [kind.workflow for kind in KINDS]
+
+
+def activities(engine: Engine, runtime: WorkloadRuntime) -> list[Callable[..., Any]]:
+    return [activity for kind in KINDS for activity in kind.activities(engine, runtime)]
