@@ -151,9 +151,7 @@ Command = Annotated[
         description='One shell command line, run as /bin/sh -c, e.g. echo "Hello World!"',
     ),
 ]
-Environment = Annotated[
-    dict[str, str], Multiline, Field(max_length=100, description="Environment variables")
-]
+Environment = Annotated[dict[str, str], Multiline, Field(max_length=100, description="Environment variables")]
 
 
 class JobCreate(RequestModel):
