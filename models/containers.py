@@ -17,11 +17,12 @@ from models.workload_lifecycle import (
     UpdatedAt,
     WorkloadDetailFields,
     WorkloadFields,
+    WorkloadInput,
     WorkloadLifecycleState,
     WorkloadRecord,
     WorkloadTimings,
 )
-from models.workloads import STANDARD_PORTS, Endpoint, WorkloadSpec
+from models.workloads import STANDARD_PORTS, Endpoint
 
 
 class ContainerStatus(StrEnum):
@@ -63,19 +64,11 @@ class ContainerState(WorkloadLifecycleState, ContainerFields):
         }
 
 
-class ContainerInput(BaseModel):
-    id: str
-    project_id: str
-    owner_id: str
-    owner: str
-    spec: WorkloadSpec
-    spec_id: str | None = None
+class ContainerInput(WorkloadInput):
     start_at: datetime | None = None  # None: now
     end_at: datetime | None = None  # None: runs until deleted or the project shuts it down
-    created_at: datetime
     timings: ContainerTimings = ContainerTimings()
-    max_history_events: int = 10_000
-    resume: ContainerState | None = None  # set by continue-as-new
+    resume: ContainerState | None = None
 
 
 # ---- API schemas (manual 5.4.1-5.4.3) ------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy import JSON, String, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -23,11 +23,11 @@ from models.workload_lifecycle import (
     UpdatedAt,
     WorkloadDetailFields,
     WorkloadFields,
+    WorkloadInput,
     WorkloadLifecycleState,
     WorkloadRecord,
     WorkloadTimings,
 )
-from models.workloads import WorkloadSpec
 
 # The stored log keeps the end of the output: that is where a failure explains itself.
 LOG_KEEP_BYTES = 1024 * 1024
@@ -103,18 +103,12 @@ class JobState(WorkloadLifecycleState, JobFields):
         }
 
 
-class JobInput(BaseModel):
-    id: str
-    project_id: str
-    owner_id: str
-    owner: str
-    command: str  # as the user gave it; spec.command is the shell invocation of it
-    spec: WorkloadSpec  # kind job, active_deadline_seconds from MLCP_JOB_MAX_RUNTIME_HOURS
-    spec_id: str | None = None
-    created_at: datetime
+class JobInput(WorkloadInput):
+    """The spec's active deadline is MLCP_JOB_MAX_RUNTIME_HOURS, decided when the job was created."""
+
+    command: str  # as the user gave it; the spec's command is the shell invocation of it
     timings: JobTimings = JobTimings()
-    max_history_events: int = 10_000
-    resume: JobState | None = None  # set by continue-as-new
+    resume: JobState | None = None
 
 
 # ---- API schemas (manual 5.5.1) -------------------------------------------------------------------

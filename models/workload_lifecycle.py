@@ -109,6 +109,21 @@ class WorkloadLifecycleState(WorkloadRecord):
     cancelled: bool = False  # its workflow was cancelled (an operator, or its project's deletion)
 
 
+class WorkloadInput(BaseModel):
+    """What starts a workload's workflow; each kind narrows the timings and the resumed state."""
+
+    id: str
+    project_id: str
+    owner_id: str
+    owner: str
+    spec: WorkloadSpec
+    spec_id: str | None = None
+    created_at: datetime
+    timings: WorkloadTimings = WorkloadTimings()
+    max_history_events: int = 10_000  # continue-as-new beyond this, well before Temporal's limits
+    resume: WorkloadLifecycleState | None = None  # set by continue-as-new
+
+
 class WorkloadDelete(BaseModel):
     user_id: str
     username: str

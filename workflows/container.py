@@ -29,28 +29,13 @@ class ContainerWorkflow(WorkloadLifecycle):
     kind = KIND
     status_enum = ContainerStatus
     record_activity = ContainerRecords.record_container
+    state_class = ContainerState
     _state: ContainerState
     _timings: ContainerTimings
 
     @workflow.init
     def __init__(self, input: ContainerInput) -> None:
-        self._input = input
-        self._timings = input.timings
-        self._max_history_events = input.max_history_events
-        self._state = input.resume or ContainerState(
-            id=input.id,
-            project_id=input.project_id,
-            owner_id=input.owner_id,
-            owner=input.owner,
-            name=input.spec.name,
-            spec_id=input.spec_id,
-            spec=input.spec,
-            status=ContainerStatus.scheduled,
-            start_at=input.start_at,
-            end_at=input.end_at,
-            created_at=input.created_at,
-        )
-        self._begin()
+        self._open(input, status=ContainerStatus.scheduled, start_at=input.start_at, end_at=input.end_at)
 
     @workflow.run
     async def run(self, input: ContainerInput) -> ContainerStatus:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
@@ -18,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.heartbeat import HEARTBEAT_TIMEOUT
     from activities.jobs import JobActivities
     from models.jobs import JobInput, JobState, JobStatus, JobTimings
+    from models.workload_lifecycle import WorkloadInput
     from models.workloads import WorkloadState, WorkloadStatus
     from workflows.workload import (
         APPLY_RETRY,
@@ -42,29 +42,19 @@ class JobWorkflow(WorkloadLifecycle):
     status_enum = JobStatus
     outcomes = frozenset({JobStatus.succeeded.value, JobStatus.failed.value})
     record_activity = JobActivities.record_job
+    state_class = JobState
     _state: JobState
     _timings: JobTimings
 
     @workflow.init
     def __init__(self, input: JobInput) -> None:
-        self._input = input
-        self._timings = input.timings
-        self._max_history_events = input.max_history_events
-        self._state = input.resume or JobState(
-            id=input.id,
-            project_id=input.project_id,
-            owner_id=input.owner_id,
-            owner=input.owner,
-            name=input.spec.name,
-            spec_id=input.spec_id,
-            command=input.command,
-            spec=input.spec,
+        self._open(
+            input,
             status=JobStatus.waiting,
-            created_at=input.created_at,
+            command=input.command,
             reason="Admitting",
             message="asking the project for quota",
         )
-        self._begin()
         self._poll_delay = self._state.poll_delay or self._timings.first_poll
 
     @workflow.run
@@ -194,9 +184,9 @@ class JobWorkflow(WorkloadLifecycle):
             await self._record()
         await super()._remove_workload()
 
-    def _resume_input(self) -> BaseModel:
-        self._state.poll_delay = self._poll_delay
-        return self._input.model_copy(update={"resume": self._state})
+    def _resume_input(self) -> WorkloadInput:
+        self._state.poll_delay = self._poll_delay  # so continue-as-new does not restart the back-off
+        return super()._resume_input()
 
     def _detail_lines(self) -> list[str]:
         state = self._state

@@ -44,7 +44,12 @@ with workflow.unsafe.imports_passed_through():
         ShutdownNotice,
         WorkloadEvent,
     )
-    from models.workload_lifecycle import WorkloadDelete, WorkloadLifecycleState, WorkloadTimings
+    from models.workload_lifecycle import (
+        WorkloadDelete,
+        WorkloadInput,
+        WorkloadLifecycleState,
+        WorkloadTimings,
+    )
     from models.workloads import WorkloadState as RuntimeState
     from models.workloads import WorkloadStatus
     from workflows import search_attributes
@@ -105,10 +110,29 @@ class WorkloadLifecycle:
     outcomes: ClassVar[frozenset[str]] = frozenset()  # final results that keep the workload listed as is
     record_activity: ClassVar[Callable[..., Any]]
 
+    state_class: ClassVar[type[WorkloadLifecycleState]]
+
     _state: WorkloadLifecycleState
     _timings: WorkloadTimings
     _max_history_events: int
-    _input: BaseModel
+    _input: WorkloadInput
+
+    def _open(self, input: WorkloadInput, **fields: Any) -> None:
+        """Take the input: resume the state continue-as-new carried, or begin one."""
+        self._input, self._timings = input, input.timings
+        self._max_history_events = input.max_history_events
+        self._state = input.resume or self.state_class(
+            id=input.id,
+            project_id=input.project_id,
+            owner_id=input.owner_id,
+            owner=input.owner,
+            name=input.spec.name,
+            spec_id=input.spec_id,
+            spec=input.spec,
+            created_at=input.created_at,
+            **fields,
+        )
+        self._begin()
 
     def _begin(self) -> None:
         self._recorded_version = -1
@@ -231,7 +255,7 @@ class WorkloadLifecycle:
     def _final_message(self, message: str) -> str:
         return f"{message}; {self._removal_note}" if self._removal_note else message
 
-    def _resume_input(self) -> BaseModel:
+    def _resume_input(self) -> WorkloadInput:
         return self._input.model_copy(update={"resume": self._state})
 
     def _announce(self) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from models.lifecycle import (
+        PROJECT_ADMISSION_REQUEST_SIGNAL,
         WORKLOAD_ADMISSION_SIGNAL,
         WORKLOAD_ADMITTED_SIGNAL,
         WORKLOAD_SHUTDOWN_SIGNAL,
         AdmissionAnswer,
+        AdmitRequest,
+        Quota,
         ShutdownNotice,
         WorkloadEvent,
     )
@@ -57,3 +62,26 @@ class FakeWorkloadWorkflow:
     @workflow.query
     def shutdown_reason_query(self) -> str | None:
         return self.shutdown_reason
+
+
+@workflow.defn
+class StubbornWorkload:
+    """Registers in its project's ledger and then ignores its shutdown and its own cancellation."""
+
+    @workflow.run
+    async def run(self, project_workflow_id: str, resource_id: str) -> None:
+        request = AdmitRequest(
+            resource_id=resource_id,
+            kind="job",
+            workflow_id=workflow.info().workflow_id,
+            owner_id="bob",
+            request=Quota(vcpu=1, ram_gb=1),
+        )
+        await workflow.get_external_workflow_handle(project_workflow_id).signal(
+            PROJECT_ADMISSION_REQUEST_SIGNAL, request
+        )
+        while True:
+            try:
+                await workflow.wait_condition(lambda: False)
+            except asyncio.CancelledError:
+                continue

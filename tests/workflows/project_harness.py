@@ -47,11 +47,7 @@ from tests.workflows.fake_workload import FakeWorkloadWorkflow
 from worker import GRACEFUL_SHUTDOWN
 from workflows.project import ProjectWorkflow, workflow_id
 
-TIMINGS = LifecycleTimings(
-    reminder_before=timedelta(days=7),
-    grace_period=timedelta(days=14),
-    workload_shutdown_timeout=timedelta(minutes=5),
-)
+TIMINGS = LifecycleTimings(reminder_before=timedelta(days=7), grace_period=timedelta(days=14))
 
 
 @dataclass

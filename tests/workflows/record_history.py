@@ -1,4 +1,7 @@
-"""Records the history that test_replay.py replays: run it again after an intended workflow change.
+"""Records the histories that test_replay.py replays: run it again after an intended workflow change.
+
+A project's whole life with an extension and a workload; a container that waits in line, is admitted,
+runs and is deleted; a job that runs to success. The workloads run on the Kubernetes API double.
 
 .venv/bin/python -m tests.workflows.record_history
 """
@@ -11,12 +14,19 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import Engine
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.kube import KubernetesRuntime
 from config import register_search_attributes
+from models.containers import ContainerStatus
 from models.database import make_engine, migrate
+from models.jobs import JobStatus
 from models.lifecycle import Application, ApplicationType, Decision, WorkloadEvent
+from models.workload_lifecycle import WorkloadDelete
+from services.kinds import runtime_kinds
+from tests.kube_double.double import KubeDouble
 from tests.workflows.fake_workload import FakeWorkloadWorkflow
 from tests.workflows.project_harness import (
     MailCatcher,
@@ -26,9 +36,13 @@ from tests.workflows.project_harness import (
     start_project,
     start_workload,
 )
+from workflows.container import ContainerWorkflow
 from workflows.project import ProjectWorkflow
 
-HISTORY = Path(__file__).parent / "histories" / "project_whole_life.json"
+HISTORIES = Path(__file__).parent / "histories"
+HISTORY = HISTORIES / "project_whole_life.json"
+CONTAINER_HISTORY = HISTORIES / "container_queued_to_deleted.json"
+JOB_HISTORY = HISTORIES / "job_success.json"
 
 
 async def record() -> None:
@@ -69,8 +83,38 @@ async def record() -> None:
             await handle.result()
             history = await handle.fetch_history()
         HISTORY.write_text(history.to_json())
+        await record_workloads(env, engine)
         engine.dispose()
     await env.shutdown()
+
+
+async def record_workloads(env: WorkflowEnvironment, engine: Engine) -> None:
+    # Imported here: the test modules' helpers are for recording only, not for replaying.
+    from tests.workflows import test_container_workflow as containers
+    from tests.workflows import test_job_workflow as jobs
+
+    with KubeDouble() as double:
+        runtime = KubernetesRuntime(double.api_client, runtime_kinds(), sleep=lambda seconds: None)
+        async with containers.container_worker(env, engine, runtime) as tq:
+            _, project_id = await containers.active_project(env, tq)
+            first = await containers.start_container(env, tq, project_id, gpu=2)
+            await containers.until(env, first, containers.is_(ContainerStatus.running))
+            second = await containers.start_container(env, tq, project_id, gpu=1)
+            await containers.until(env, second, containers.queued)
+            delete = WorkloadDelete(user_id="bob", username="bob")
+            await first.execute_update(ContainerWorkflow.delete, delete)
+            await containers.until(env, second, containers.is_(ContainerStatus.running))
+            await second.execute_update(ContainerWorkflow.delete, delete)
+            await second.result()
+            CONTAINER_HISTORY.write_text((await second.fetch_history()).to_json())
+        double.knobs.run_seconds = 60
+        async with jobs.job_worker(env, engine, runtime) as tq:
+            _, project_id = await jobs.active_project(env, tq)
+            job = await jobs.start_job(env, tq, project_id, 'echo "Hello World!"')
+            await jobs.until(env, job, jobs.is_(JobStatus.running))
+            double.clock.advance(60)
+            await job.result()
+            JOB_HISTORY.write_text((await job.fetch_history()).to_json())
 
 
 if __name__ == "__main__":

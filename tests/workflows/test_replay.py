@@ -1,18 +1,37 @@
-"""Replays a recorded ProjectWorkflow history: a non-deterministic change to the workflow fails here."""
+"""Replays recorded histories: a non-deterministic change to a workflow fails here.
+
+After an intended change, re-record them with `.venv/bin/python -m tests.workflows.record_history`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.workflows.record_history import HISTORY
+from tests.workflows.record_history import CONTAINER_HISTORY, HISTORY, JOB_HISTORY
+from workflows.container import ContainerWorkflow
+from workflows.job import JobWorkflow
 from workflows.project import ProjectWorkflow
 
 
-async def test_recorded_project_history_replays() -> None:
-    history = WorkflowHistory.from_json("project-replay1", HISTORY.read_text())
-    assert len(history.events) > 50  # the whole life, with an extension and a workload, is in it
-    await Replayer(workflows=[ProjectWorkflow], data_converter=pydantic_data_converter).replay_workflow(
-        history
-    )
+@pytest.mark.parametrize(
+    ("path", "workflow", "least_events"),
+    [
+        (HISTORY, ProjectWorkflow, 50),  # the whole life, with an extension and a workload
+        (CONTAINER_HISTORY, ContainerWorkflow, 30),  # queued, admitted, running, deleted
+        (JOB_HISTORY, JobWorkflow, 30),  # admitted, running, succeeded, log kept, cleaned up
+    ],
+    ids=["project", "container", "job"],
+)
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+async def test_recorded_history_replays(path: Path, workflow: type, least_events: int) -> None:
+    history = load(path)
+    assert len(history.events) > least_events
+    await Replayer(workflows=[workflow], data_converter=pydantic_data_converter).replay_workflow(history)
