@@ -82,7 +82,7 @@ async def test_a_delete_interrupts_an_apply_that_hangs(
     kube_double: KubeDouble,  # noqa: F811
 ) -> None:
     env, runtime = dev_server_env, HangingApply(kube_runtime(kube_double))
-    async with job_worker(env, engine, runtime) as tq:  # type: ignore[arg-type]
+    async with job_worker(env, engine, runtime) as tq:
         project, project_id = await active_project(env, tq)
         handle = await start_job(env, tq, project_id, "sleep 600", gpu=0)
         assert await asyncio.to_thread(runtime.entered.wait, 30)
@@ -107,7 +107,7 @@ async def test_a_failure_no_retry_fixes_ends_the_job_failed_with_its_reason(
     kube_double: KubeDouble,  # noqa: F811
 ) -> None:
     env, runtime = time_skipping_env, RefusingApply(kube_runtime(kube_double))
-    async with job_worker(env, engine, runtime) as tq:  # type: ignore[arg-type]
+    async with job_worker(env, engine, runtime) as tq:
         project, project_id = await active_project(env, tq)
         handle = await start_job(env, tq, project_id, "echo hi", gpu=0)
         assert await handle.result() == JobStatus.failed
