@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -83,6 +83,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 RuntimeDep = Annotated[WorkloadRuntime, Depends(get_runtime)]
+# IDs, usernames, catalog names and mail keys in a path: bounded like every other input.
+PathId = Annotated[str, Path(min_length=1, max_length=200)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT}")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"Rows to skip, 0-{MAX_OFFSET}")]
 OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]

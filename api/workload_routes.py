@@ -23,6 +23,7 @@ from api.deps import (
     Limit,
     Offset,
     OptionalTemporalDep,
+    PathId,
     RuntimeDep,
     SessionDep,
     SettingsDep,
@@ -117,7 +118,7 @@ def workload_router(routes: KindRoutes) -> APIRouter:
     router = APIRouter(prefix=f"/api/v1/projects/{{project_id}}/{kind.plural}", tags=[kind.plural])
 
     async def create(
-        project_id: str,
+        project_id: PathId,
         body: Create,  # type: ignore[valid-type]
         user: CurrentUser,
         session: SessionDep,
@@ -131,11 +132,14 @@ def workload_router(routes: KindRoutes) -> APIRouter:
         return routes.public(await routes.start(context, body))
 
     async def list_all(
-        project_id: str,
+        project_id: PathId,
         user: CurrentUser,
         session: SessionDep,
         client: OptionalTemporalDep,
-        status: Annotated[list[Status] | None, Query(description="Repeat to match several")] = None,  # type: ignore[valid-type]
+        status: Annotated[
+            list[Status] | None,  # type: ignore[valid-type]
+            Query(max_length=len(Status), description="Repeat to match several"),
+        ] = None,
         owner: Annotated[str | None, Query(max_length=64, description="Owner's username")] = None,
         name: Annotated[str | None, Query(max_length=64, description="Part of the name")] = None,
         limit: Limit = 50,
@@ -167,8 +171,8 @@ def workload_router(routes: KindRoutes) -> APIRouter:
         return PageModel(items=items, total=total, limit=limit, offset=offset, **extras)
 
     async def read(
-        project_id: str,
-        resource_id: str,
+        project_id: PathId,
+        resource_id: PathId,
         user: CurrentUser,
         session: SessionDep,
         runtime: RuntimeDep,
@@ -185,14 +189,14 @@ def workload_router(routes: KindRoutes) -> APIRouter:
         )
 
     async def delete_one(
-        project_id: str, resource_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+        project_id: PathId, resource_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep
     ) -> WorkloadDeleteResult:
         routes.before_delete(session, project_id, resource_id, user)
         row = changeable(session, kind.table, noun, project_id, resource_id, user)
         return await workloads.delete(client, session, kind, row, user)
 
     async def delete_several(
-        project_id: str, body: WorkloadIds, user: CurrentUser, session: SessionDep, client: TemporalDep
+        project_id: PathId, body: WorkloadIds, user: CurrentUser, session: SessionDep, client: TemporalDep
     ) -> WorkloadDeleteResults:
         visible_project(session, project_id, user)
         results = []

@@ -6,8 +6,9 @@ import re
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, EmailStr, field_validator
-from sqlmodel import Field, SQLModel
+from pydantic import BaseModel, EmailStr, Field, field_validator
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, new_id, utcnow
 from models.inputs import RequestModel
@@ -22,15 +23,15 @@ class PlatformRole(StrEnum):
 
 
 class User(SQLModel, table=True):
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
-    username: str = Field(unique=True, index=True, max_length=32)
-    display_name: str = Field(default="", max_length=128)
-    email: str = Field(default="", max_length=254)
-    role: PlatformRole = Field(default=PlatformRole.user)
+    id: str = SQLField(default_factory=new_id, primary_key=True, max_length=32)
+    username: str = SQLField(unique=True, index=True, max_length=32)
+    display_name: str = SQLField(default="", max_length=128)
+    email: str = SQLField(default="", max_length=254)
+    role: PlatformRole = SQLField(default=PlatformRole.user)
     is_active: bool = True
-    password_hash: str = Field(max_length=255)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    password_hash: str = SQLField(max_length=255)
+    created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class ApiToken(SQLModel, table=True):
@@ -38,12 +39,12 @@ class ApiToken(SQLModel, table=True):
 
     __tablename__ = "api_token"
 
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
-    token_hash: str = Field(unique=True, index=True, max_length=64)
-    user_id: str = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    expires_at: datetime = Field(sa_type=UTCDateTime)
-    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    id: str = SQLField(default_factory=new_id, primary_key=True, max_length=32)
+    token_hash: str = SQLField(unique=True, index=True, max_length=64)
+    user_id: str = SQLField(foreign_key="user.id", index=True, ondelete="CASCADE")
+    created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = SQLField(sa_type=UTCDateTime)
+    revoked_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
 
 
 def _check_password(value: str) -> str:
@@ -55,9 +56,9 @@ def _check_password(value: str) -> str:
 
 
 class UserCreate(RequestModel):
-    username: str
-    password: str
-    display_name: str = ""
+    username: str = Field(max_length=32)
+    password: str = Field(max_length=256)
+    display_name: str = Field("", max_length=128)
     email: EmailStr | None = None
     role: PlatformRole = PlatformRole.user
 
@@ -74,7 +75,7 @@ class UserCreate(RequestModel):
 
 
 class UserUpdate(RequestModel):
-    display_name: str | None = None
+    display_name: str | None = Field(None, max_length=128)
     email: EmailStr | None = None
     role: PlatformRole | None = None
     is_active: bool | None = None
@@ -91,8 +92,8 @@ class UserPublic(BaseModel):
 
 
 class PasswordChange(RequestModel):
-    current_password: str
-    new_password: str
+    current_password: str = Field(max_length=256)
+    new_password: str = Field(max_length=256)
 
     _new = field_validator("new_password")(_check_password)
 
@@ -100,7 +101,7 @@ class PasswordChange(RequestModel):
 class PasswordReset(RequestModel):
     """Admin reset: give a password, or leave it out to have one generated and shown once."""
 
-    new_password: str | None = None
+    new_password: str | None = Field(None, max_length=256)
 
     @field_validator("new_password")
     @classmethod

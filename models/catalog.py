@@ -36,7 +36,21 @@ Description = Annotated[
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 # Hourly prices keep up to four decimal places (fractions of a cent for cheap CPU specs).
 HourlyPrice = Annotated[
-    Decimal, SchemaField(ge=0, max_digits=14, decimal_places=PRICE_DECIMAL_PLACES, allow_inf_nan=False)
+    Decimal,
+    SchemaField(
+        ge=0,
+        le=Decimal("9999999999.9999"),
+        max_digits=14,
+        decimal_places=PRICE_DECIMAL_PLACES,
+        allow_inf_nan=False,
+        # Also as a string ("150.00"), which keeps every digit a float would round.
+        json_schema_extra={
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 9999999999.9999},
+                {"type": "string", "maxLength": 20, "pattern": r"^[0-9]{1,10}(\.[0-9]{1,4})?$"},
+            ]
+        },
+    ),
 ]
 
 
@@ -178,7 +192,7 @@ class GpuModelPublic(BaseModel):
 
 class SpecCreate(RequestModel):
     name: CatalogName
-    gpu_model_id: str | None = None
+    gpu_model_id: str | None = SchemaField(None, max_length=32)
     gpu_count: int = SchemaField(default=0, ge=0, le=_MAX_GPU_COUNT)
     vcpu: float = SchemaField(gt=0, le=_MAX_VCPU, allow_inf_nan=False)
     ram_gb: float = SchemaField(gt=0, le=_MAX_RAM_GB, allow_inf_nan=False)
@@ -192,7 +206,7 @@ class SpecCreate(RequestModel):
 
 class SpecUpdate(RequestModel):
     name: CatalogName | None = None
-    gpu_model_id: str | None = None
+    gpu_model_id: str | None = SchemaField(None, max_length=32)
     gpu_count: int | None = SchemaField(default=None, ge=0, le=_MAX_GPU_COUNT)
     vcpu: float | None = SchemaField(default=None, gt=0, le=_MAX_VCPU, allow_inf_nan=False)
     ram_gb: float | None = SchemaField(default=None, gt=0, le=_MAX_RAM_GB, allow_inf_nan=False)

@@ -87,7 +87,9 @@ class ContainerCreate(RequestModel):
         None, min_length=8, max_length=128, description="Root password; only its SHA-512 crypt hash is kept"
     )
     ssh_public_key: str | None = Field(None, max_length=16_384, pattern=SSH_KEY_PATTERN)
-    services: list[str] = Field(default_factory=lambda: ["ssh", "jupyter"], max_length=len(STANDARD_PORTS))
+    services: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=lambda: ["ssh", "jupyter"], max_length=len(STANDARD_PORTS)
+    )
     shm_gb: float | None = Field(None, gt=0, le=1024)
     start_at: AwareDatetime | None = Field(None, description="Later start; None: now")
     end_at: AwareDatetime | None = Field(None, description="When it is deleted; or give hours")

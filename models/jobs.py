@@ -145,7 +145,11 @@ Command = Annotated[
         description='One shell command line, run as /bin/sh -c, e.g. echo "Hello World!"',
     ),
 ]
-Environment = Annotated[dict[str, str], Multiline, Field(max_length=100, description="Environment variables")]
+Environment = Annotated[
+    dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=ENV_VALUE_MAX)]],
+    Multiline,
+    Field(max_length=100, description="Environment variables"),
+]
 
 
 class JobCreate(RequestModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.deps import AdminUser, CurrentUser, Limit, Offset, SessionDep, TemporalDep
+from api.deps import AdminUser, CurrentUser, Limit, Offset, PathId, SessionDep, TemporalDep
 from models.accounts import PlatformRole, User
 from models.base import Page
 from models.database import release_connection
@@ -26,7 +26,7 @@ def _public(record: ApplicationRecord) -> ApplicationPublic:
     return ApplicationPublic.model_validate(record, from_attributes=True)
 
 
-def _visible(session: Session, application_id: str, user: User) -> ApplicationRecord:
+def _visible(session: Session, application_id: PathId, user: User) -> ApplicationRecord:
     record = session.get(ApplicationRecord, application_id)
     if record is None or (user.role != PlatformRole.admin and record.applicant_id != user.id):
         raise not_found("application", application_id)
@@ -44,7 +44,7 @@ def list_applications(
     session: SessionDep,
     type: ApplicationType | None = None,
     status: ApplicationStatus | None = None,
-    project_id: str | None = None,
+    project_id: Annotated[str | None, Query(max_length=64)] = None,
     everyone: Annotated[bool, Query(alias="all")] = False,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -65,11 +65,11 @@ def list_applications(
 
 
 @router.get("/{application_id}", response_model=ApplicationPublic)
-def read_application(application_id: str, user: CurrentUser, session: SessionDep) -> ApplicationPublic:
+def read_application(application_id: PathId, user: CurrentUser, session: SessionDep) -> ApplicationPublic:
     return _public(_visible(session, application_id, user))
 
 
-async def _refresh(session: Session, application_id: str) -> ApplicationPublic:
+async def _refresh(session: Session, application_id: PathId) -> ApplicationPublic:
     session.expire_all()
     record = session.get(ApplicationRecord, application_id)
     assert record is not None  # updates answer only after the read model holds them
@@ -87,7 +87,7 @@ def _ended(session: Session, record: ApplicationRecord) -> str:
     description="撤回: the applicant withdraws a pending application.",
 )
 async def withdraw(
-    application_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+    application_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> ApplicationPublic:
     record = _visible(session, application_id, user)
     withdrawal = Withdrawal(application_id=application_id, user_id=user.id)
@@ -100,7 +100,7 @@ async def withdraw(
 
 
 async def _decide(
-    application_id: str, admin: User, session: Session, client: TemporalDep, approve: bool, reason: str
+    application_id: PathId, admin: User, session: Session, client: TemporalDep, approve: bool, reason: str
 ) -> ApplicationPublic:
     record = _visible(session, application_id, admin)
     decision = Decision(
@@ -118,7 +118,7 @@ async def _decide(
     description="Platform admins approve; the applicant is mailed the result.",
 )
 async def approve(
-    application_id: str,
+    application_id: PathId,
     admin: AdminUser,
     session: SessionDep,
     client: TemporalDep,
@@ -133,6 +133,6 @@ async def approve(
     description="Platform admins reject with a reason; the applicant is mailed it.",
 )
 async def reject(
-    application_id: str, body: Rejection, admin: AdminUser, session: SessionDep, client: TemporalDep
+    application_id: PathId, body: Rejection, admin: AdminUser, session: SessionDep, client: TemporalDep
 ) -> ApplicationPublic:
     return await _decide(application_id, admin, session, client, False, body.reason)

@@ -18,7 +18,7 @@ from sqlmodel import Session, SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 import models.tables  # noqa: F401  (every table registered, so every reference is found)
-from api.deps import AdminUser, CurrentUser, Limit, Offset, SessionDep
+from api.deps import AdminUser, CurrentUser, Limit, Offset, PathId, SessionDep
 from models.base import Page, utcnow
 from models.catalog import (
     GpuModel,
@@ -47,7 +47,7 @@ _KIND = {GpuModel: "GPU model", Spec: "spec", Purpose: "purpose"}
 # --- shared helpers -----------------------------------------------------------------------------------
 
 
-def _get(session: Session, table: type[Row], ident: str) -> Row:
+def _get(session: Session, table: type[Row], ident: PathId) -> Row:
     """By ID or by name."""
     row = session.get(table, ident) or session.exec(select(table).where(table.name == ident)).first()
     if row is None:
@@ -149,7 +149,7 @@ def in_use_by(session: Session, table: Table, row_id: str) -> list[str]:
     return users
 
 
-def _delete(session: Session, table: type[Row], ident: str) -> Response:
+def _delete(session: Session, table: type[Row], ident: PathId) -> Response:
     row = _get(session, table, ident)
     kind = _KIND[table]
     table_object: Table = table.__table__  # type: ignore[attr-defined]
@@ -183,7 +183,7 @@ def list_gpu_models(
 
 
 @router.get("/gpu-models/{ident}", response_model=GpuModelPublic, description="By ID or name.")
-def read_gpu_model(ident: str, _: CurrentUser, session: SessionDep) -> GpuModelPublic:
+def read_gpu_model(ident: PathId, _: CurrentUser, session: SessionDep) -> GpuModelPublic:
     return _gpu_public(_get(session, GpuModel, ident))
 
 
@@ -197,7 +197,9 @@ def create_gpu_model(body: GpuModelCreate, _: AdminUser, session: SessionDep) ->
 
 
 @router.patch("/gpu-models/{ident}", response_model=GpuModelPublic)
-def update_gpu_model(ident: str, body: GpuModelUpdate, _: AdminUser, session: SessionDep) -> GpuModelPublic:
+def update_gpu_model(
+    ident: PathId, body: GpuModelUpdate, _: AdminUser, session: SessionDep
+) -> GpuModelPublic:
     row = _get(session, GpuModel, ident)
     changes = _changes(body)
     if "name" in changes:
@@ -209,7 +211,7 @@ def update_gpu_model(ident: str, body: GpuModelUpdate, _: AdminUser, session: Se
 
 
 @router.delete("/gpu-models/{ident}", status_code=204)
-def delete_gpu_model(ident: str, _: AdminUser, session: SessionDep) -> Response:
+def delete_gpu_model(ident: PathId, _: AdminUser, session: SessionDep) -> Response:
     return _delete(session, GpuModel, ident)
 
 
@@ -270,7 +272,7 @@ def list_specs(
 
 
 @router.get("/specs/{ident}", response_model=SpecPublic, description="By ID or name.")
-def read_spec(ident: str, _: CurrentUser, session: SessionDep) -> SpecPublic:
+def read_spec(ident: PathId, _: CurrentUser, session: SessionDep) -> SpecPublic:
     return _with_gpu_names(session, _get(session, Spec, ident))
 
 
@@ -285,7 +287,7 @@ def create_spec(body: SpecCreate, _: AdminUser, session: SessionDep) -> SpecPubl
 
 
 @router.patch("/specs/{ident}", response_model=SpecPublic)
-def update_spec(ident: str, body: SpecUpdate, _: AdminUser, session: SessionDep) -> SpecPublic:
+def update_spec(ident: PathId, body: SpecUpdate, _: AdminUser, session: SessionDep) -> SpecPublic:
     row = _get(session, Spec, ident)
     changes = _changes(body, nullable=frozenset({"gpu_model_id"}))
     if "name" in changes:
@@ -300,7 +302,7 @@ def update_spec(ident: str, body: SpecUpdate, _: AdminUser, session: SessionDep)
 
 
 @router.delete("/specs/{ident}", status_code=204, description="Retire a spec with is_active=false instead.")
-def delete_spec(ident: str, _: AdminUser, session: SessionDep) -> Response:
+def delete_spec(ident: PathId, _: AdminUser, session: SessionDep) -> Response:
     return _delete(session, Spec, ident)
 
 
@@ -321,7 +323,7 @@ def list_purposes(
 
 
 @router.get("/purposes/{ident}", response_model=PurposePublic, description="By ID or name.")
-def read_purpose(ident: str, _: CurrentUser, session: SessionDep) -> PurposePublic:
+def read_purpose(ident: PathId, _: CurrentUser, session: SessionDep) -> PurposePublic:
     return _purpose_public(_get(session, Purpose, ident))
 
 
@@ -335,7 +337,7 @@ def create_purpose(body: PurposeCreate, _: AdminUser, session: SessionDep) -> Pu
 
 
 @router.patch("/purposes/{ident}", response_model=PurposePublic)
-def update_purpose(ident: str, body: PurposeUpdate, _: AdminUser, session: SessionDep) -> PurposePublic:
+def update_purpose(ident: PathId, body: PurposeUpdate, _: AdminUser, session: SessionDep) -> PurposePublic:
     row = _get(session, Purpose, ident)
     changes = _changes(body)
     if "name" in changes:
@@ -347,5 +349,5 @@ def update_purpose(ident: str, body: PurposeUpdate, _: AdminUser, session: Sessi
 
 
 @router.delete("/purposes/{ident}", status_code=204)
-def delete_purpose(ident: str, _: AdminUser, session: SessionDep) -> Response:
+def delete_purpose(ident: PathId, _: AdminUser, session: SessionDep) -> Response:
     return _delete(session, Purpose, ident)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, PathId, SessionDep, SettingsDep, TemporalDep
 from api.workload_routes import CreateContext, IdempotencyKey, KindRoutes, workload_router
 from models.containers import (
     Container,
@@ -74,7 +74,7 @@ router = workload_router(ROUTES)
     "<name>1, <name>2, ...; each is owned by its member. Idempotency-Key makes retries safe.",
 )
 async def create_containers_for_members(
-    project_id: str,
+    project_id: PathId,
     body: ContainerBatchCreate,
     user: CurrentUser,
     session: SessionDep,

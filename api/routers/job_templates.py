@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, Limit, Offset, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, Limit, Offset, PathId, SessionDep, SettingsDep, TemporalDep
 from api.routers.jobs import ROUTES as JOB_ROUTES
 from api.routers.schedules import changeable_schedule
 from models.accounts import User
@@ -55,7 +55,7 @@ def to_public(row: JobTemplate) -> JobTemplatePublic:
 
 
 def _readable(
-    session: Session, project_id: str, template_id: str, user: User
+    session: Session, project_id: PathId, template_id: PathId, user: User
 ) -> tuple[JobTemplate, list[ProjectMember]]:
     _, members = visible_project(session, project_id, user)
     row = session.get(JobTemplate, template_id)
@@ -64,7 +64,7 @@ def _readable(
     return row, members
 
 
-def _changeable(session: Session, project_id: str, template_id: str, user: User) -> JobTemplate:
+def _changeable(session: Session, project_id: PathId, template_id: PathId, user: User) -> JobTemplate:
     row, members = _readable(session, project_id, template_id, user)
     if row.owner_id != user.id and not changes_everything_in(members, user):
         raise forbidden("only the template's owner and the project's admins may change it")
@@ -75,7 +75,7 @@ def _check_spec(session: Session, spec_id: str) -> None:
     catalog_resources(session, spec_id, None)  # 422 naming spec_id when it is missing or retired
 
 
-def _job_name_taken(session: Session, project_id: str, name: str) -> bool:
+def _job_name_taken(session: Session, project_id: PathId, name: str) -> bool:
     statement = select(Job.id).where(
         Job.project_id == project_id, Job.name == name, Job.status != JobStatus.deleted
     )
@@ -88,7 +88,7 @@ def _taken(name: str) -> Exception:
 
 @router.post("", response_model=JobTemplatePublic, status_code=201, description="Create a job template.")
 def create_template(
-    project_id: str, body: JobTemplateCreate, user: CurrentUser, session: SessionDep
+    project_id: PathId, body: JobTemplateCreate, user: CurrentUser, session: SessionDep
 ) -> JobTemplatePublic:
     _, members = visible_project(session, project_id, user)
     require_member(members, user, "create job templates")
@@ -110,7 +110,7 @@ def create_template(
 
 @router.get("", response_model=Page[JobTemplatePublic], description="The project's job templates.")
 def list_templates(
-    project_id: str,
+    project_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     name: Annotated[str | None, Query(max_length=64, description="Part of the name")] = None,
@@ -135,7 +135,7 @@ def list_templates(
 
 @router.get("/{template_id}", response_model=JobTemplatePublic)
 def read_template(
-    project_id: str, template_id: str, user: CurrentUser, session: SessionDep
+    project_id: PathId, template_id: PathId, user: CurrentUser, session: SessionDep
 ) -> JobTemplatePublic:
     return to_public(_readable(session, project_id, template_id, user)[0])
 
@@ -147,7 +147,7 @@ def read_template(
     "run on; jobs already started keep what they started with.",
 )
 def edit_template(
-    project_id: str, template_id: str, body: JobTemplateUpdate, user: CurrentUser, session: SessionDep
+    project_id: PathId, template_id: PathId, body: JobTemplateUpdate, user: CurrentUser, session: SessionDep
 ) -> JobTemplatePublic:
     row = _changeable(session, project_id, template_id, user)
     given = body.model_fields_set
@@ -174,7 +174,9 @@ def edit_template(
     status_code=204,
     description="Delete a template (owner or project admin); one a schedule uses answers 409 naming it.",
 )
-def delete_template(project_id: str, template_id: str, user: CurrentUser, session: SessionDep) -> Response:
+def delete_template(
+    project_id: PathId, template_id: PathId, user: CurrentUser, session: SessionDep
+) -> Response:
     row = _changeable(session, project_id, template_id, user)
     users = session.exec(select(Schedule).where(Schedule.template_id == row.id).order_by(col(Schedule.name)))
     schedule = users.first()
@@ -197,8 +199,8 @@ def delete_template(project_id: str, template_id: str, user: CurrentUser, sessio
     "safe.",
 )
 async def run_template(
-    project_id: str,
-    template_id: str,
+    project_id: PathId,
+    template_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -236,8 +238,8 @@ async def run_template(
     "(schedule_id, optionally with changes; its name stays) or create a new schedule for it (schedule).",
 )
 async def schedule_template(
-    project_id: str,
-    template_id: str,
+    project_id: PathId,
+    template_id: PathId,
     body: TemplateScheduleRequest,
     user: CurrentUser,
     session: SessionDep,

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from sqlmodel import Session
 
 from activities.jobs import LOG_TAIL_LINES, last_bytes
-from api.deps import CurrentUser, RuntimeDep, SessionDep
+from api.deps import CurrentUser, PathId, RuntimeDep, SessionDep
 from api.workload_routes import CreateContext, KindRoutes, ListContext, workload_router
 from models.jobs import Job, JobCreate, JobLog
 from models.schedules import JobListPage
@@ -78,7 +78,7 @@ router = workload_router(ROUTES)
     description="The whole log as text: live while the job runs, afterwards the kept copy (its last MiB).",
 )
 async def read_job_log(
-    project_id: str, resource_id: str, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+    project_id: PathId, resource_id: PathId, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> PlainTextResponse:
     row, _ = readable(session, Job, JOB.name, project_id, resource_id, user)
     text = await ROUTES.log_tail(session, runtime, row, LOG_TAIL_LINES)

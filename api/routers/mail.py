@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from api.deps import AdminUser, Limit, Offset, SessionDep
+from api.deps import AdminUser, Limit, Offset, PathId, SessionDep
 from models.base import Page
 from models.mail import MailPublic, MailRecord, MailStatus
 from services.errors import not_found
@@ -43,7 +43,7 @@ def list_mail(
 
 # Keys hold slashes ("project-abc123/approved"), so the parameter takes the rest of the path.
 @router.get("/{key:path}", response_model=MailPublic)
-def read_mail(key: str, _: AdminUser, session: SessionDep) -> MailPublic:
+def read_mail(key: PathId, _: AdminUser, session: SessionDep) -> MailPublic:
     record = session.get(MailRecord, key)
     if record is None:
         raise not_found("mail", key)

@@ -14,7 +14,7 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api.deps import CurrentUser, Limit, Offset, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, Limit, Offset, PathId, SessionDep, SettingsDep, TemporalDep
 from models.accounts import PlatformRole
 from models.base import Page, new_id, utcnow
 from models.catalog import Purpose
@@ -62,7 +62,7 @@ router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
 HIDDEN_BY_DEFAULT = (ProjectStatus.deleted, ProjectStatus.withdrawn)
 
 
-def _project_id(user_id: str, idempotency_key: str | None) -> str:
+def _project_id(user_id: PathId, idempotency_key: str | None) -> str:
     """A retried create with the same Idempotency-Key reaches the same project, never a second one."""
     if not idempotency_key:
         return new_id()
@@ -165,7 +165,10 @@ async def apply_for_project(
 def list_projects(
     user: CurrentUser,
     session: SessionDep,
-    status: Annotated[list[ProjectStatus] | None, Query(description="Repeat to match several")] = None,
+    status: Annotated[
+        list[ProjectStatus] | None,
+        Query(max_length=len(ProjectStatus), description="Repeat to match several"),
+    ] = None,
     q: Annotated[str | None, Query(max_length=128, description="Substring of the name")] = None,
     everyone: Annotated[bool, Query(alias="all")] = True,
     limit: Limit = 50,
@@ -195,7 +198,7 @@ def list_projects(
     description="With the live quota panel (資源配置); project admins also see the delete code.",
 )
 async def read_project(
-    project_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> ProjectDetail:
     project, members = visible_project(session, project_id, user)
     detail = ProjectDetail(**to_public(project, members, user).model_dump())
@@ -218,7 +221,7 @@ async def read_project(
     description="Project admins edit the name, description, members and who is admin.",
 )
 async def edit_project(
-    project_id: str, body: ProjectUpdate, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId, body: ProjectUpdate, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> ProjectPublic:
     project, members = visible_project(session, project_id, user)
     require_project_admin(members, user, "edit it")
@@ -240,7 +243,7 @@ async def edit_project(
     "is the delete_code shown in the project's detail.",
 )
 async def delete_project(
-    project_id: str,
+    project_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     client: TemporalDep,
@@ -259,7 +262,7 @@ async def delete_project(
 
 
 async def _apply(
-    project_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep, application: Application
+    project_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep, application: Application
 ) -> ApplicationPublic:
     project, _ = visible_project(session, project_id, user)
     release_connection(session)
@@ -276,7 +279,7 @@ async def _apply(
     description="Extension application (展延申請), project admins only.",
 )
 async def apply_for_extension(
-    project_id: str, body: ExtensionCreate, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId, body: ExtensionCreate, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> ApplicationPublic:
     _, members = visible_project(session, project_id, user)
     require_project_admin(members, user, "apply for an extension")
@@ -299,7 +302,11 @@ async def apply_for_extension(
     description="Quota application (額度申請): on approval the amounts are added to the quota.",
 )
 async def apply_for_quota(
-    project_id: str, body: QuotaApplicationCreate, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId,
+    body: QuotaApplicationCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    client: TemporalDep,
 ) -> ApplicationPublic:
     _, members = visible_project(session, project_id, user)
     require_member(members, user, "apply for quota")

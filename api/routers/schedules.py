@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import CurrentUser, Limit, Offset, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, Limit, Offset, PathId, SessionDep, SettingsDep, TemporalDep
 from models.accounts import User
 from models.base import Page
 from models.database import release_connection
@@ -44,13 +44,13 @@ router = APIRouter(prefix="/api/v1/projects/{project_id}/schedules", tags=["sche
 
 
 def _readable(
-    session: Session, project_id: str, schedule_id: str, user: User
+    session: Session, project_id: PathId, schedule_id: PathId, user: User
 ) -> tuple[Schedule, list[ProjectMember]]:
     """Owners and project admins see a schedule; to other members it does not exist."""
     return readable(session, Schedule, "schedule", project_id, schedule_id, user)
 
 
-def changeable_schedule(session: Session, project_id: str, schedule_id: str, user: User) -> Schedule:
+def changeable_schedule(session: Session, project_id: PathId, schedule_id: PathId, user: User) -> Schedule:
     return changeable(session, Schedule, "schedule", project_id, schedule_id, user)
 
 
@@ -62,7 +62,7 @@ def changeable_schedule(session: Session, project_id: str, schedule_id: str, use
     "template later with PATCH; until then the schedule waits, paused.",
 )
 async def create(
-    project_id: str,
+    project_id: PathId,
     body: ScheduleCreate,
     user: CurrentUser,
     session: SessionDep,
@@ -82,7 +82,7 @@ async def create(
     "recent runs.",
 )
 async def list_schedules(
-    project_id: str,
+    project_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     client: TemporalDep,
@@ -107,7 +107,7 @@ async def list_schedules(
 
 @router.get("/{schedule_id}", response_model=SchedulePublic)
 async def read_schedule(
-    project_id: str, schedule_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId, schedule_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> SchedulePublic:
     row, _ = _readable(session, project_id, schedule_id, user)
     return await public(session, client, row)
@@ -120,8 +120,8 @@ async def read_schedule(
     "change; an explicit null clears start_at, end_at or template_id.",
 )
 async def edit_schedule(
-    project_id: str,
-    schedule_id: str,
+    project_id: PathId,
+    schedule_id: PathId,
     body: ScheduleUpdate,
     user: CurrentUser,
     session: SessionDep,
@@ -135,8 +135,8 @@ async def edit_schedule(
 
 @router.post("/{schedule_id}/pause", response_model=SchedulePublic)
 async def pause_schedule(
-    project_id: str,
-    schedule_id: str,
+    project_id: PathId,
+    schedule_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -155,8 +155,8 @@ async def pause_schedule(
     description="Resume a paused schedule; it needs an active project and a job template.",
 )
 async def resume_schedule(
-    project_id: str,
-    schedule_id: str,
+    project_id: PathId,
+    schedule_id: PathId,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -178,7 +178,7 @@ async def resume_schedule(
     description="Run the schedule now, once. A single-line schedule still waits for its running job.",
 )
 async def trigger_schedule(
-    project_id: str, schedule_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId, schedule_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> SchedulePublic:
     project, _ = visible_project(session, project_id, user)
     row = changeable_schedule(session, project_id, schedule_id, user)
@@ -202,7 +202,7 @@ async def trigger_schedule(
     "started keep running and stay in the job list.",
 )
 async def remove_schedule(
-    project_id: str, schedule_id: str, user: CurrentUser, session: SessionDep, client: TemporalDep
+    project_id: PathId, schedule_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep
 ) -> Response:
     row = changeable_schedule(session, project_id, schedule_id, user)
     await delete_schedule(session, client, row)

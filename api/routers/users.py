@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
-from api.deps import AdminUser, CurrentToken, CurrentUser, Limit, Offset, SessionDep
+from api.deps import AdminUser, CurrentToken, CurrentUser, Limit, Offset, PathId, SessionDep
 from api.errors import ApiError
 from api.security import generate_password, hash_password, verify_password
 from models.accounts import (
@@ -32,7 +32,7 @@ def _public(user: User) -> UserPublic:
     return UserPublic.model_validate(user, from_attributes=True)
 
 
-def revoke_tokens(session: Session, user_id: str, keep_token_id: str | None = None) -> None:
+def revoke_tokens(session: Session, user_id: PathId, keep_token_id: str | None = None) -> None:
     statement = update(ApiToken).where(col(ApiToken.user_id) == user_id, col(ApiToken.revoked_at).is_(None))
     if keep_token_id:
         statement = statement.where(col(ApiToken.id) != keep_token_id)
@@ -104,7 +104,7 @@ def list_users(
     return Page(items=[_public(u) for u in rows], total=total, limit=limit, offset=offset)
 
 
-def _get_user(session: Session, user_id: str) -> User:
+def _get_user(session: Session, user_id: PathId) -> User:
     user = session.get(User, user_id) or session.exec(select(User).where(User.username == user_id)).first()
     if user is None:
         raise not_found("user", user_id)
@@ -112,12 +112,12 @@ def _get_user(session: Session, user_id: str) -> User:
 
 
 @router.get("/{user_id}", response_model=UserPublic, description="By ID or username.")
-def read_user(user_id: str, _: AdminUser, session: SessionDep) -> UserPublic:
+def read_user(user_id: PathId, _: AdminUser, session: SessionDep) -> UserPublic:
     return _public(_get_user(session, user_id))
 
 
 @router.patch("/{user_id}", response_model=UserPublic)
-def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: SessionDep) -> UserPublic:
+def update_user(user_id: PathId, body: UserUpdate, admin: AdminUser, session: SessionDep) -> UserPublic:
     user = _get_user(session, user_id)
     changes = body.model_dump(exclude_unset=True)
     if user.id == admin.id and (
@@ -138,7 +138,7 @@ def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: Sessi
 
 @router.post("/{user_id}/password", response_model=PasswordResetResult)
 def reset_password(
-    user_id: str, body: PasswordReset, _: AdminUser, session: SessionDep
+    user_id: PathId, body: PasswordReset, _: AdminUser, session: SessionDep
 ) -> PasswordResetResult:
     user = _get_user(session, user_id)
     generated = None if body.new_password else generate_password()
