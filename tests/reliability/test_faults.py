@@ -53,4 +53,5 @@ async def test_lifecycles_complete_through_injected_errors_and_latency(
         assert await asyncio.gather(*(h.result() for h in started)) == [JobStatus.succeeded] * LIFECYCLES
         after = await jobs.panel(project)
         assert (after.in_use.vcpu, after.in_flight.vcpu, after.queue) == (0, 0, [])
-    assert sum(kube_double.stats.injected_errors.values()) > 20  # the faults really happened
+    stats = kube_double.stats  # the faults really happened, about one in ten
+    assert sum(stats.injected_errors.values()) > 0.05 * sum(stats.by_verb.values()) > 5
