@@ -26,11 +26,11 @@ LIFECYCLES = 4  # of each kind
 
 @SQLITE_ONLY
 async def test_lifecycles_complete_through_injected_errors_and_latency(
-    time_skipping_env: WorkflowEnvironment,
+    dev_server_env: WorkflowEnvironment,
     engine: Engine,
     kube_double: KubeDouble,  # noqa: F811
 ) -> None:
-    env = time_skipping_env
+    env = dev_server_env
     kube_double.knobs.error_rate, kube_double.knobs.latency_seconds = 0.1, 0.01
     kube_double.reseed(7)
     runtime = KubernetesRuntime(kube_double.api_client, runtime_kinds(), sleep=lambda seconds: None)
