@@ -143,9 +143,9 @@ async def worker(lane: Lane, dev_server_env: WorkflowEnvironment, tmp_path: Path
     process.stop()
 
 
-def statuses(kind: str) -> list[tuple[str, str]]:
+def statuses(kind: str) -> list[tuple[str, str | int | float | bool | None]]:
     values = ContainerStatus if kind == "container" else JobStatus
-    return [("status", status.value) for status in values] + [("limit", "500")]
+    return [*(("status", status.value) for status in values), ("limit", 500)]
 
 
 async def current(api: httpx.AsyncClient, who: Headers, project_id: str) -> dict[str, str]:
