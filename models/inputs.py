@@ -108,6 +108,8 @@ _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 IMAGE_REFERENCE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+# The same grammar for the OpenAPI schema, whose regular expressions have no named groups.
+IMAGE_REFERENCE_PATTERN = rf"^{_NAME}(?::{_TAG})?(?:@{_DIGEST})?$"
 IMAGE_NAME_MAX = 255
 
 
@@ -131,6 +133,11 @@ def check_image_reference(reference: str) -> str:
 
 ImageReference = Annotated[
     str,
-    Field(min_length=1, max_length=512, examples=["python:3.11-slim", "nvcr.io/nvidia/pytorch:24.05-py3"]),
+    Field(
+        min_length=1,
+        max_length=512,
+        examples=["python:3.11-slim", "nvcr.io/nvidia/pytorch:24.05-py3"],
+        json_schema_extra={"pattern": IMAGE_REFERENCE_PATTERN},  # checked by check_image_reference
+    ),
     AfterValidator(check_image_reference),
 ]
