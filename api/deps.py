@@ -84,7 +84,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 RuntimeDep = Annotated[WorkloadRuntime, Depends(get_runtime)]
 # IDs, usernames, catalog names and mail keys in a path: bounded like every other input.
-PathId = Annotated[str, Path(min_length=1, max_length=200)]
+PathId = Annotated[str, Path(min_length=1, max_length=255)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1-{MAX_LIMIT}")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"Rows to skip, 0-{MAX_OFFSET}")]
 OptionalTemporalDep = Annotated[Client | None, Depends(get_optional_temporal)]

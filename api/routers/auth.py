@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Response
 from pydantic import Field
 from sqlmodel import select
 
-from api.deps import CurrentToken, SessionDep, SettingsDep
+from api.deps import CurrentToken, CurrentUser, SessionDep, SettingsDep
 from api.errors import ApiError
 from api.security import hash_token, new_token, verify_password
 from models.accounts import ApiToken, TokenResponse, User
@@ -45,7 +45,8 @@ def issue_token(
 
 
 @router.post("/logout", status_code=204)
-def logout(token: CurrentToken, session: SessionDep) -> Response:
+def logout(token: CurrentToken, _: CurrentUser, session: SessionDep) -> Response:
+    """A disabled account's tokens are refused here too: disabling stops them at once, everywhere."""
     token.revoked_at = utcnow()
     session.add(token)
     session.commit()
