@@ -342,7 +342,12 @@ TABLE = [
         for action in ("pause", "resume", "trigger")
     ),
     Row("GET", "/api/v1/applications", SIGNED_IN),
-    Row("GET", "/api/v1/applications/{application_id}", OWNERS_READ, fresh={"application_id": "pending_application"}),
+    Row(
+        "GET",
+        "/api/v1/applications/{application_id}",
+        OWNERS_READ,
+        fresh={"application_id": "pending_application"},
+    ),
     Row(
         "POST",
         "/api/v1/applications/{application_id}/withdraw",
