@@ -155,6 +155,10 @@ class Row:
     form: bool = False
 
 
+def ids_of(kind: str) -> Body:
+    return lambda w: {"ids": [w.ids[kind]]}
+
+
 def spec_body(w: World) -> dict[str, Any]:
     return {"name": f"n{uuid.uuid4().hex[:8]}", "vcpu": 1, "ram_gb": 1, "hourly_price": "1"}
 
@@ -260,7 +264,7 @@ TABLE = [
         for row in (
             Row("POST", f"{P}/{plural}", PROJECT_MEMBERS, body),
             Row("GET", f"{P}/{plural}", PROJECT_VISIBLE),
-            Row("POST", f"{P}/{plural}/delete", PROJECT_VISIBLE, lambda w, kind=kind: {"ids": [w.ids[kind]]}),
+            Row("POST", f"{P}/{plural}/delete", PROJECT_VISIBLE, ids_of(kind)),
             Row("GET", f"{P}/{plural}/{{resource_id}}", OWNERS_READ, fresh={"resource_id": kind}),
             Row("DELETE", f"{P}/{plural}/{{resource_id}}", OWNERS_CHANGE, fresh={"resource_id": kind}),
         )

@@ -228,7 +228,9 @@ async def everything_settles(engine: Engine, client: Any) -> None:
 
     def unsettled() -> list[str]:
         with Session(engine) as session:
-            rows = [("container", row) for row in session.exec(select(Container))]
+            rows: list[tuple[str, Container | Job]] = [
+                ("container", row) for row in session.exec(select(Container))
+            ]
             rows += [("job", row) for row in session.exec(select(Job))]
             return [f"{kind} {row.id} {row.status}" for kind, row in rows if row.status not in STEADY[kind]]
 
