@@ -152,6 +152,7 @@ class Row:
     expected: dict[str, str | int]
     body: Body | None = None
     fresh: dict[str, str] = field(default_factory=dict)  # path parameter -> a new thing for each caller
+    shared: dict[str, str] = field(default_factory=dict)  # path parameter -> one thing for every caller
     form: bool = False
 
 
@@ -189,15 +190,17 @@ TABLE = [
         lambda w: {"username": f"u{uuid.uuid4().hex[:8]}", "password": "a-long-password"},
     ),
     Row("GET", "/api/v1/users", PLATFORM_ADMINS),
-    Row("GET", "/api/v1/users/{user_id}", PLATFORM_ADMINS, fresh={"user_id": "user"}),
+    Row("GET", "/api/v1/users/{user_id}", PLATFORM_ADMINS, shared={"user_id": "user"}),
     Row(
         "PATCH",
         "/api/v1/users/{user_id}",
         PLATFORM_ADMINS,
         lambda w: {"display_name": "X"},
-        fresh={"user_id": "user"},
+        shared={"user_id": "user"},
     ),
-    Row("POST", "/api/v1/users/{user_id}/password", PLATFORM_ADMINS, lambda w: {}, fresh={"user_id": "user"}),
+    Row(
+        "POST", "/api/v1/users/{user_id}/password", PLATFORM_ADMINS, lambda w: {}, shared={"user_id": "user"}
+    ),
     *(
         row
         for kind, plural, body in (
@@ -212,13 +215,13 @@ TABLE = [
         for row in (
             Row("GET", f"/api/v1/catalog/{plural}", SIGNED_IN),
             Row("POST", f"/api/v1/catalog/{plural}", PLATFORM_ADMINS, body),
-            Row("GET", f"/api/v1/catalog/{plural}/{{ident}}", SIGNED_IN, fresh={"ident": kind}),
+            Row("GET", f"/api/v1/catalog/{plural}/{{ident}}", SIGNED_IN, shared={"ident": kind}),
             Row(
                 "PATCH",
                 f"/api/v1/catalog/{plural}/{{ident}}",
                 PLATFORM_ADMINS,
                 lambda w: {},
-                fresh={"ident": kind},
+                shared={"ident": kind},
             ),
             Row("DELETE", f"/api/v1/catalog/{plural}/{{ident}}", PLATFORM_ADMINS, fresh={"ident": kind}),
         )
@@ -265,7 +268,7 @@ TABLE = [
             Row("POST", f"{P}/{plural}", PROJECT_MEMBERS, body),
             Row("GET", f"{P}/{plural}", PROJECT_VISIBLE),
             Row("POST", f"{P}/{plural}/delete", PROJECT_VISIBLE, ids_of(kind)),
-            Row("GET", f"{P}/{plural}/{{resource_id}}", OWNERS_READ, fresh={"resource_id": kind}),
+            Row("GET", f"{P}/{plural}/{{resource_id}}", OWNERS_READ, shared={"resource_id": kind}),
             Row("DELETE", f"{P}/{plural}/{{resource_id}}", OWNERS_CHANGE, fresh={"resource_id": kind}),
         )
     ),
@@ -282,7 +285,7 @@ TABLE = [
             "members": ["bob"],
         },
     ),
-    Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, fresh={"resource_id": "job"}),
+    Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, shared={"resource_id": "job"}),
     Row(
         "POST",
         P + "/job-templates",
@@ -295,13 +298,13 @@ TABLE = [
         },
     ),
     Row("GET", P + "/job-templates", PROJECT_VISIBLE),
-    Row("GET", P + "/job-templates/{template_id}", PROJECT_VISIBLE, fresh={"template_id": "template"}),
+    Row("GET", P + "/job-templates/{template_id}", PROJECT_VISIBLE, shared={"template_id": "template"}),
     Row(
         "PATCH",
         P + "/job-templates/{template_id}",
         TEMPLATE_CHANGE,
         lambda w: {"command": "echo 2"},
-        fresh={"template_id": "template"},
+        shared={"template_id": "template"},
     ),
     Row("DELETE", P + "/job-templates/{template_id}", TEMPLATE_CHANGE, fresh={"template_id": "template"}),
     Row(
@@ -309,7 +312,7 @@ TABLE = [
         P + "/job-templates/{template_id}/run",
         PROJECT_MEMBERS,
         lambda w: {},
-        fresh={"template_id": "template"},
+        shared={"template_id": "template"},
     ),
     Row(
         "POST",
@@ -318,7 +321,7 @@ TABLE = [
         lambda w: {
             "schedule": {"name": f"s{uuid.uuid4().hex[:8]}", "trigger": {"kind": "daily", "at": "04:00"}}
         },
-        fresh={"template_id": "template"},
+        shared={"template_id": "template"},
     ),
     Row(
         "POST",
@@ -327,13 +330,13 @@ TABLE = [
         lambda w: {"name": f"s{uuid.uuid4().hex[:8]}", "trigger": {"kind": "daily", "at": "05:00"}},
     ),
     Row("GET", P + "/schedules", PROJECT_VISIBLE),
-    Row("GET", P + "/schedules/{schedule_id}", OWNERS_READ, fresh={"schedule_id": "schedule"}),
+    Row("GET", P + "/schedules/{schedule_id}", OWNERS_READ, shared={"schedule_id": "schedule"}),
     Row(
         "PATCH",
         P + "/schedules/{schedule_id}",
         OWNERS_CHANGE,
         lambda w: {"description": "d"},
-        fresh={"schedule_id": "schedule"},
+        shared={"schedule_id": "schedule"},
     ),
     Row("DELETE", P + "/schedules/{schedule_id}", OWNERS_CHANGE, fresh={"schedule_id": "schedule"}),
     *(
@@ -341,7 +344,7 @@ TABLE = [
             "POST",
             P + f"/schedules/{{schedule_id}}/{action}",
             OWNERS_CHANGE,
-            fresh={"schedule_id": "schedule"},
+            shared={"schedule_id": "schedule"},
         )
         for action in ("pause", "resume", "trigger")
     ),
@@ -350,7 +353,7 @@ TABLE = [
         "GET",
         "/api/v1/applications/{application_id}",
         OWNERS_READ,
-        fresh={"application_id": "pending_application"},
+        shared={"application_id": "pending_application"},
     ),
     Row(
         "POST",
@@ -454,6 +457,10 @@ async def call(world: World, row: Row, role: str) -> httpx.Response:
     values = {"project_id": world.project_id, "key": world.ids["key"]}
     for name, what in row.fresh.items():
         values[name] = await world.create(what)
+    for name, what in row.shared.items():
+        if what not in world.ids:
+            world.ids[what] = await world.create(what)
+        values[name] = world.ids[what]
     headers = dict(world.people[role])
     if (
         row.method == "POST"

@@ -50,7 +50,7 @@ from worker import build_worker
 from workflows.project import ProjectWorkflow
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-EXAMPLES = 6  # per operation, mode and role
+EXAMPLES = 4  # per operation, mode and role
 # Signing out would end the fuzzer's own session; it is covered by the account tests.
 SKIPPED = {"POST /api/v1/auth/logout"}
 STEADY = {

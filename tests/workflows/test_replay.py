@@ -18,6 +18,10 @@ from workflows.job import JobWorkflow
 from workflows.project import ProjectWorkflow
 
 
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
 @pytest.mark.parametrize(
     ("path", "workflow", "least_events"),
     [
@@ -27,10 +31,6 @@ from workflows.project import ProjectWorkflow
     ],
     ids=["project", "container", "job"],
 )
-def load(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text())
-
-
 async def test_recorded_history_replays(path: Path, workflow: type, least_events: int) -> None:
     history = load(path)
     assert len(history.events) > least_events
