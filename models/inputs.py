@@ -114,6 +114,7 @@ IMAGE_NAME_MAX = 255
 
 
 def check_image_reference(reference: str) -> str:
+    check_text(reference)
     match = IMAGE_REFERENCE.match(reference)
     if match is None:
         raise ValueError(
