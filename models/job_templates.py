@@ -17,7 +17,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from models.base import UTCDateTime, new_id, utcnow
 from models.inputs import ImageReference, RequestModel
-from models.jobs import Command, Environment, Job, check_command, check_env
+from models.jobs import Command, Environment, Job, JobRecipe, check_command, check_env
 from models.schedules import ScheduleRun
 
 # Job names are at most 40 characters; a template's name leaves room for the sequence number runs add.
@@ -46,18 +46,10 @@ class JobTemplate(SQLModel, table=True):
 # ---- API schemas ---------------------------------------------------------------------------------
 
 
-class JobTemplateCreate(RequestModel):
+class JobTemplateCreate(JobRecipe):
     name: str = Field(
         pattern=NAME_PATTERN, description=f"Lowercase letters and digits, 1-{TEMPLATE_NAME_MAX}"
     )
-    spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
-    image: ImageReference
-    command: Command
-    env: Environment = Field(default_factory=dict)
-    shm_gb: float | None = Field(None, gt=0, le=1024)
-
-    _command = field_validator("command")(check_command)
-    _env = field_validator("env")(check_env)
 
 
 class JobTemplateUpdate(RequestModel):

@@ -152,8 +152,9 @@ Environment = Annotated[
 ]
 
 
-class JobCreate(RequestModel):
-    name: str = Field(pattern=r"^[a-z0-9]{1,40}$", description="Lowercase letters and digits, 1-40")
+class JobRecipe(RequestModel):
+    """What a job runs: the fields a job and a job template share."""
+
     spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
     image: ImageReference
     command: Command
@@ -162,6 +163,10 @@ class JobCreate(RequestModel):
 
     _command = field_validator("command")(check_command)
     _env = field_validator("env")(check_env)
+
+
+class JobCreate(JobRecipe):
+    name: str = Field(pattern=r"^[a-z0-9]{1,40}$", description="Lowercase letters and digits, 1-40")
 
 
 class JobPublic(ResourceColumns, JobRunColumns, UpdatedAt, JobFields):
