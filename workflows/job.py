@@ -152,8 +152,7 @@ class JobWorkflow(WorkloadLifecycle):
 
     async def _clean_up(self) -> None:
         """After the outcome: keep the log, delete the workload, give the reservation back."""
-        await self._remove_workload()
-        await self._release()
+        await super()._clean_up()
         state = self._state
         state.cleaned_up = True
         if self._removal_note:

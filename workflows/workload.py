@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -104,7 +105,7 @@ def failure_of(error: ActivityError) -> tuple[str, str]:
     return "RuntimeError", str(cause or error)
 
 
-class WorkloadLifecycle:
+class WorkloadLifecycle(ABC):
     kind: ClassVar[str]
     status_enum: ClassVar[type[StrEnum]]
     outcomes: ClassVar[frozenset[str]] = frozenset()  # final results that keep the workload listed as is
@@ -228,9 +229,9 @@ class WorkloadLifecycle:
         self._poll_delay = min(self._poll_delay * POLL_BACKOFF, self._timings.max_poll)
         await self._look()
 
+    @abstractmethod
     async def _follow(self, status: WorkloadStatus) -> None:
-        """Take the runtime's word for where the workload is."""
-        raise NotImplementedError  # each kind reads the runtime its own way
+        """Take the runtime's word for where the workload is: each kind reads it its own way."""
 
     async def _tear_down(self) -> None:
         """Stop it: remove what the runtime holds, give the reservation back, end with why."""
@@ -250,7 +251,8 @@ class WorkloadLifecycle:
 
     async def _clean_up(self) -> None:
         """After an outcome: the runtime's objects go and the reservation goes back; the outcome stays."""
-        raise NotImplementedError  # only kinds with outcomes reach it
+        await self._remove_workload()
+        await self._release()
 
     def _final_message(self, message: str) -> str:
         return f"{message}; {self._removal_note}" if self._removal_note else message
