@@ -88,10 +88,6 @@ class RequestModel(BaseModel):
         return value
 
 
-# Plain strings outside request bodies (a header, a form field) are checked with the same rule.
-SafeText = Annotated[str, AfterValidator(check_text)]
-
-
 # ---- OCI image references ------------------------------------------------------------------------
 # The grammar of github.com/distribution/reference: [domain[:port]/]path[:tag][@digest], with lowercase
 # path components separated by '.', '_', '__' or dashes, a tag of word characters, '.' and '-' (up to

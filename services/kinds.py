@@ -7,7 +7,7 @@ manifest and final status; whether it runs to completion), and the API module ho
 by the shared router factory, api/workload_routes.py, plus whatever is the kind's own).
 
 Adding a kind is its own modules (models, workflow, activities, routes) plus one entry in KINDS. Nothing
-else branches on a kind's name, and a name not registered here is an error wherever it turns up.
+else branches on a kind's name, and a runtime refuses a name not registered here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from activities.containers import ContainerRecords
 from activities.jobs import JobActivities
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_status import job_outcome
-from activities.runtime import RuntimeKind, UnknownWorkloadKind, WorkloadRuntime
+from activities.runtime import RuntimeKind, WorkloadRuntime
 from models.containers import (
     Container,
     ContainerDetail,
@@ -62,10 +62,6 @@ class WorkloadKind:
 
     def workflow_id(self, resource_id: str) -> str:
         return workload_workflow_id(self.name, resource_id)
-
-    @property
-    def record_activity(self) -> Callable[..., Any]:
-        return self.workflow.record_activity
 
 
 def _job_activities(engine: Engine, runtime: WorkloadRuntime) -> list[Callable[..., Any]]:
@@ -120,14 +116,6 @@ JOB = WorkloadKind(
 )
 
 KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB)
-_BY_NAME = {kind.name: kind for kind in KINDS}
-
-
-def kind(name: str) -> WorkloadKind:
-    found = _BY_NAME.get(name)
-    if found is None:
-        raise UnknownWorkloadKind(f"no workload kind {name!r} is registered (known: {', '.join(_BY_NAME)})")
-    return found
 
 
 def runtime_kinds() -> Mapping[str, RuntimeKind]:
