@@ -308,6 +308,7 @@ def test_a_lost_container_starts_anew_on_apply_a_lost_job_never_runs_twice(
     for spec in (container, job):
         runtime.apply(spec)
     old_command = int(log_line(runtime, CONTAINER, "lost", "shell="))
+    log_line(runtime, JOB, "lostjob", "shell=")  # the job's command has started, so it may have done work
     for kind, resource in ((CONTAINER, "lost"), (JOB, "lostjob")):
         os.kill(supervisor_pid(tmp_path, kind, resource), signal.SIGKILL)  # as a host's OOM killer might
         status = settled(runtime, kind, resource)
