@@ -59,6 +59,29 @@ class Settings(BaseSettings):
     project_grace_days: float = Field(14, ge=0, description="Days between a project's end and its deletion.")
     job_max_runtime_hours: int = Field(72, gt=0, description="Active deadline of every job (3 days).")
 
+    # Object storage (the `s3` volumes). Empty endpoint: `mlcp dev` runs SeaweedFS and fills these in.
+    s3_endpoint: str = Field(
+        "", description="host:port of an S3-compatible server; empty: embedded SeaweedFS."
+    )
+    s3_public_endpoint: str = Field("", description="host:port workloads and users reach S3 at; empty: same.")
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_access_key: str = Field("", description="An admin identity: creates buckets, quotas and identities.")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_port: int = Field(8333, description="Embedded SeaweedFS: its S3 port (master, volume, filer follow).")
+    s3_csi_storage_class: str = Field(
+        "",
+        description="Kubernetes: StorageClass of an S3 CSI driver; empty: s3 volumes reach pods as env only.",
+    )
+    # NFS volumes on Kubernetes: a PersistentVolume per volume on this server, or claims of a StorageClass.
+    nfs_server: str = ""
+    nfs_path: str = Field("/exports/mlcp", description="Export on nfs_server; volumes are sub-folders.")
+    nfs_storage_class: str = Field("", description="Claims of this StorageClass instead of static volumes.")
+    nfs_mount: Path | None = Field(
+        None, description="Where the worker sees nfs_path mounted, for usage, clone and cleanup."
+    )
+    volume_usage_interval_seconds: int = Field(300, gt=0, description="How often volume usage is sampled.")
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
+from pydantic import SecretStr
 from rich.console import Console
 from sqlalchemy import Engine, make_url
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -31,6 +32,8 @@ from api.app import create_app
 from api.bootstrap import BootstrapAdmin, ensure_bootstrap_admin
 from api.request_context import configure_logging
 from config import Settings, connect_temporal
+from embedded_s3 import EmbeddedS3
+from embedded_s3 import ports as s3_ports
 from models.catalog import seed_default_catalog
 from models.database import make_engine, migrate
 from worker import build_worker
@@ -123,10 +126,17 @@ def check_ports_free(settings: Settings) -> socket.socket:
     """Fail fast on a taken port; return the API's listening socket, held so nothing takes it meanwhile."""
     api_socket = claim_port(settings.api_host, settings.api_port, "the API (MLCP_API_PORT)")
     try:
-        for port, purpose in (
+        wanted = [
             (settings.temporal_port, "the Temporal frontend (MLCP_TEMPORAL_PORT)"),
             (settings.temporal_ui_port, "the Temporal UI (MLCP_TEMPORAL_UI_PORT)"),
-        ):
+        ]
+        if not settings.s3_endpoint:
+            for name, port in s3_ports(settings.s3_port).items():
+                wanted += [
+                    (port, f"SeaweedFS's {name} (MLCP_S3_PORT)"),
+                    (port + 10000, f"SeaweedFS's {name} gRPC"),
+                ]
+        for port, purpose in wanted:
             claim_port(TEMPORAL_HOST, port, purpose).close()
         if settings.temporal_ui_port == settings.temporal_port:
             raise StartupError("MLCP_TEMPORAL_PORT and MLCP_TEMPORAL_UI_PORT must differ")
@@ -169,6 +179,7 @@ class DevStack:
         self.worker_task: asyncio.Task[None] | None = None
         self.api_server: _ApiServer | None = None
         self.api_task: asyncio.Task[None] | None = None
+        self.s3: EmbeddedS3 | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -195,13 +206,15 @@ class DevStack:
         settings = self.settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.temporal = await self._spawn_temporal()
-        # Migrations run while Temporal boots; both take a moment and neither needs the other.
+        # Migrations and object storage start while Temporal boots; none of them needs the others.
         database = asyncio.create_task(asyncio.to_thread(self._prepare_database))
+        storage = asyncio.create_task(self._start_object_storage())
         client = await self._unless_stopped(self._wait_for_temporal(self.temporal))
         # Even after Ctrl-C the migration finishes, rather than leave the schema halfway.
         admin = await database
-        if client is None or self.stop_requested.is_set():
+        if await self._unless_stopped(storage) is None or client is None or self.stop_requested.is_set():
             return 0
+        settings = self.settings
         assert self.engine is not None
         self.worker = build_worker(client, settings, self.engine)
         self.worker_task = asyncio.create_task(self.worker.run(), name="worker")
@@ -233,6 +246,26 @@ class DevStack:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         return None
+
+    async def _start_object_storage(self) -> bool:
+        """SeaweedFS on loopback unless an S3 server is configured; the settings then point at it."""
+        if self.settings.s3_endpoint:
+            return True
+        self.s3 = EmbeddedS3(self.settings.home, self.settings.s3_port)
+        try:
+            admin = await self.s3.start(preexec=_stop_with_parent())
+        except RuntimeError as exc:
+            raise StartupError(
+                f"{exc}\nLast lines of {self.s3.log_path}:\n{_log_tail(self.s3.log_path)}"
+            ) from exc
+        self.settings = self.settings.model_copy(
+            update={
+                "s3_endpoint": admin.endpoint,
+                "s3_access_key": admin.access_key,
+                "s3_secret_key": SecretStr(admin.secret_key),
+            }
+        )
+        return True
 
     async def _spawn_temporal(self) -> asyncio.subprocess.Process:
         binary = temporal_binary()
@@ -314,6 +347,8 @@ class DevStack:
             self.worker_task: "the worker",
             self.api_task: "the API server",
         }
+        if self.s3 is not None and self.s3.process is not None:
+            watched[asyncio.ensure_future(self.s3.process.wait())] = "the SeaweedFS server"
         stop = asyncio.create_task(self.stop_requested.wait())
         done, _ = await asyncio.wait({stop, *watched}, return_when=asyncio.FIRST_COMPLETED)
         if stop in done:
@@ -334,6 +369,8 @@ class DevStack:
             if not self.worker_task.done():
                 await _settle(self.worker.shutdown(), "worker")
             await _settle(self.worker_task, "worker")
+        if self.s3 is not None:
+            await self.s3.stop()
         if self.temporal is not None:
             await _terminate(self.temporal)
             self.console.print("mlcp dev stopped; everything is kept for the next start.")
@@ -347,6 +384,7 @@ class DevStack:
         print_line("[bold green]mlcp is running[/]")
         print_line(f"  API docs     [bold]{settings.public_url}/docs[/]", soft_wrap=True)
         print_line(f"  Temporal UI  [bold]{settings.temporal_ui_url}[/]", soft_wrap=True)
+        print_line(f"  S3 endpoint  [bold]http://{settings.s3_endpoint}[/]", soft_wrap=True)
         print_line(f"  home folder  {settings.home.resolve()}", soft_wrap=True)
         if admin is not None:
             print_line("[bold yellow]First start: platform admin created[/]")

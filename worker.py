@@ -57,7 +57,7 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         workloads.apply_workload,
         workloads.workload_status,
         workloads.delete_workload,
-        *kinds.activities(engine, runtime),
+        *kinds.activities(engine, runtime, settings),
         schedules.plan_scheduled_run,
         schedules.record_run_end,
         schedules.pause_schedule,

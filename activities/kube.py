@@ -137,6 +137,8 @@ class KubernetesRuntime:
             "Secret": _Resource(core, "secret"),
             "Pod": _Resource(core, "pod"),
             "Event": _Resource(core, "event"),
+            "PersistentVolumeClaim": _Resource(core, "persistent_volume_claim"),
+            "PersistentVolume": _Resource(core, "persistent_volume", namespaced=False),
         }
         self._core = core
 
@@ -228,10 +230,11 @@ class KubernetesRuntime:
         self, kind: str, namespace: str, selector: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Objects in a namespace; a namespace that does not exist lists as empty, as the API answers."""
+        resource = self._resources[kind]
         response = self._call(
             f"list {kind} in {namespace}",
-            self._resources[kind].method("list"),
-            namespace,
+            resource.method("list"),
+            *((namespace,) if resource.namespaced else ()),
             label_selector=selector_text(selector) if selector else None,
             _preload_content=False,
         )
@@ -252,6 +255,20 @@ class KubernetesRuntime:
         )
         if response is not None:
             _body(response)  # read to the end, or the pooled connection carries its leftovers
+
+    # Objects of other parts (volumes, their claims and secrets: activities/kube_volumes.py).
+
+    def apply_object(self, manifest: Manifest) -> dict[str, Any]:
+        return self._apply(manifest)
+
+    def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(kind, namespace, name)
+
+    def list_objects(self, kind: str, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        return self._list(kind, namespace, selector)
+
+    def delete_object(self, kind: str, namespace: str, name: str) -> None:
+        self._delete(kind, namespace, name, "Background")
 
     # Projects.
 

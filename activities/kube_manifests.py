@@ -101,8 +101,9 @@ def resource_quota_manifest(environment: ProjectEnvironment) -> Manifest:
             "hard": {
                 f"requests.{GPU_RESOURCE}": str(quota.gpu),
                 "requests.cpu": cpu_quantity(quota.vcpu),
+                # No requests.storage: the project's ledger holds s3 capacities, and an NFS claim's size
+                # is nominal (an export has none of its own), so counting claims would refuse them.
                 "requests.memory": binary_quantity(quota.ram_gb),
-                "requests.storage": binary_quantity(quota.storage_gb),
             }
         },
     }

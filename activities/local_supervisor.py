@@ -43,10 +43,12 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Readers see the old file or the new one, never half of one (created with `mode` from the start)."""
     scratch = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    scratch.write_text(text, encoding="utf-8")
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
     os.replace(scratch, path)
 
 

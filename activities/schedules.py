@@ -23,7 +23,6 @@ from config import Settings
 from models.base import utcnow
 from models.catalog import Spec
 from models.job_templates import JobTemplate, next_job_name
-from models.jobs import JobCreate
 from models.lifecycle import ProjectStatus
 from models.projects import Project, ProjectMember
 from models.schedules import RunEnd, RunOutcome, RunPlan, Schedule, ScheduleRun, StopAction
@@ -100,14 +99,7 @@ class ScheduleActivities:
                     self._settings,
                     session.get_one(Project, schedule.project_id),
                     Owner(id=schedule.owner_id, username=schedule.owner),
-                    JobCreate(
-                        name=run.job_name,
-                        spec_id=template.spec_id,
-                        image=template.image,
-                        command=template.command,
-                        env=template.env,
-                        shm_gb=template.shm_gb,
-                    ),
+                    template.job(run.job_name),
                     run.job_id,
                 )
             except DomainError as refused:  # changed between the checks above and now

@@ -28,16 +28,16 @@ from api.routers import (
 from api.temporal import TemporalConnector
 from config import Settings, get_settings
 from models.database import make_engine
-from services.kinds import KINDS
+from services.kinds import api_modules
 
 
 def workload_routers() -> list[APIRouter]:
     """Each registered kind's routes, from the module its registry entry names."""
     routers = []
-    for kind in KINDS:
-        router = getattr(importlib.import_module(kind.api_module), "router", None)
+    for module in api_modules():
+        router = getattr(importlib.import_module(module), "router", None)
         if not isinstance(router, APIRouter):
-            raise RuntimeError(f"{kind.api_module} has no APIRouter named router for kind {kind.name!r}")
+            raise RuntimeError(f"{module} has no APIRouter named router")
         routers.append(router)
     return routers
 

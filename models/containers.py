@@ -12,6 +12,7 @@ from sqlmodel import Field as SQLField
 
 from models.base import UTCDateTime
 from models.inputs import ImageReference, RequestModel
+from models.volumes import Mounts, check_mounts
 from models.workload_lifecycle import (
     ResourceColumns,
     UpdatedAt,
@@ -94,6 +95,9 @@ class ContainerCreate(RequestModel):
     start_at: AwareDatetime | None = Field(None, description="Later start; None: now")
     end_at: AwareDatetime | None = Field(None, description="When it is deleted; or give hours")
     hours: float | None = Field(None, gt=0, le=24 * 366)
+    mounts: Mounts = Field(default_factory=list, description="Project volumes to mount")
+
+    _mounts = field_validator("mounts")(check_mounts)
 
     @field_validator("services")
     @classmethod

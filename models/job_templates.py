@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import JSON, Text, UniqueConstraint
@@ -17,8 +18,9 @@ from sqlmodel import Session, SQLModel, col, select
 
 from models.base import UTCDateTime, new_id, utcnow
 from models.inputs import ImageReference, RequestModel
-from models.jobs import Command, Environment, Job, JobRecipe, check_command, check_env
+from models.jobs import Command, Environment, Job, JobCreate, JobRecipe, check_command, check_env
 from models.schedules import ScheduleRun
+from models.volumes import MountRequest, Mounts, check_mounts
 
 # Job names are at most 40 characters; a template's name leaves room for the sequence number runs add.
 TEMPLATE_NAME_MAX = 32
@@ -39,8 +41,21 @@ class JobTemplate(SQLModel, table=True):
     command: str = SQLField(sa_type=Text)
     env: dict[str, str] = SQLField(default_factory=dict, sa_type=JSON)
     shm_gb: float | None = None
+    mounts: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
     created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
+
+    def job(self, name: str) -> JobCreate:
+        """The job a run of this template starts: run now or by a schedule alike."""
+        return JobCreate(
+            name=name,
+            spec_id=self.spec_id,
+            image=self.image,
+            command=self.command,
+            env=self.env,
+            shm_gb=self.shm_gb,
+            mounts=[MountRequest.model_validate(mount) for mount in self.mounts],
+        )
 
 
 # ---- API schemas ---------------------------------------------------------------------------------
@@ -60,9 +75,11 @@ class JobTemplateUpdate(RequestModel):
     command: Command | None = None
     env: Environment | None = None
     shm_gb: float | None = Field(None, gt=0, le=1024)
+    mounts: Mounts | None = None
 
     _command = field_validator("command")(check_command)
     _env = field_validator("env")(check_env)
+    _mounts = field_validator("mounts")(lambda mounts: None if mounts is None else check_mounts(mounts))
 
 
 class JobTemplatePublic(BaseModel):
@@ -75,6 +92,7 @@ class JobTemplatePublic(BaseModel):
     command: str
     env: dict[str, str]
     shm_gb: float | None
+    mounts: list[MountRequest]
     created_at: datetime
     updated_at: datetime
 

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
 from models.inputs import ImageReference, Multiline, RequestModel
+from models.volumes import Mounts, check_mounts
 from models.workload_lifecycle import (
     ResourceColumns,
     UpdatedAt,
@@ -160,9 +161,11 @@ class JobRecipe(RequestModel):
     command: Command
     env: Environment = Field(default_factory=dict)
     shm_gb: float | None = Field(None, gt=0, le=1024)
+    mounts: Mounts = Field(default_factory=list, description="Project volumes to mount")
 
     _command = field_validator("command")(check_command)
     _env = field_validator("env")(check_env)
+    _mounts = field_validator("mounts")(check_mounts)
 
 
 class JobCreate(JobRecipe):

@@ -8,6 +8,7 @@ from models.jobs import Job, JobLog
 from models.mail import MailRecord
 from models.projects import ApplicationRecord, Project, ProjectMember
 from models.schedules import Schedule, ScheduleRun
+from models.volumes import StorageIdentity, StorageSettings, Volume
 
 __all__ = [
     "ApiToken",
@@ -24,5 +25,8 @@ __all__ = [
     "Schedule",
     "ScheduleRun",
     "Spec",
+    "StorageIdentity",
+    "StorageSettings",
     "User",
+    "Volume",
 ]

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, Field
-from sqlalchemy import String
+from sqlalchemy import JSON, String
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
@@ -56,6 +56,7 @@ class ResourceColumns(SQLModel):
     vcpu: float
     ram_gb: float
     shm_gb: float | None = None
+    volume_ids: list[str] = SQLField(default_factory=list, sa_type=JSON)  # what it mounts
 
     @staticmethod
     def of(spec: WorkloadSpec) -> dict[str, object]:
@@ -69,6 +70,7 @@ class ResourceColumns(SQLModel):
             "vcpu": resources.vcpu,
             "ram_gb": resources.ram_gb,
             "shm_gb": resources.shm_gb,
+            "volume_ids": sorted({mount.volume_id for mount in spec.mounts}),
         }
 
 

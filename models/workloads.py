@@ -73,26 +73,41 @@ class Credentials(BaseModel):
     authorized_keys: list[str] = []
 
 
+def check_mount_path(path: str, relative: bool = False) -> str:
+    if not relative and not path.startswith("/"):
+        raise ValueError("must be an absolute path")
+    if relative and path.startswith("/"):
+        raise ValueError("must be relative to the volume")
+    parts = path.strip("/").split("/")
+    if any(part in ("..", ".") for part in parts) or any(ord(char) < 32 for char in path):
+        raise ValueError("must be a plain path: no '.', '..' or control characters")
+    if not relative and path.rstrip("/") in RESERVED_MOUNT_PATHS:
+        raise ValueError(f"{path} is the system's own; choose another path")
+    return path
+
+
+# Mounting over these would hide what the workload needs to run.
+RESERVED_MOUNT_PATHS = frozenset(
+    {"/", "/bin", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr"}
+)
+
+
 class VolumeMount(BaseModel):
     """A project volume mounted into every replica of the workload. Where it lives is derived from its ID
-    (on Kubernetes the claim `volume-<id>`), never taken from input."""
+    (on Kubernetes the claim `volume-<id>`, locally a folder under the home folder), never taken from input.
+    An s3 volume reaches the workload through its bucket and the project's identity in the environment."""
 
     volume_id: str = Field(pattern=r"^[a-z][a-z0-9]{0,31}$")
+    volume_type: str = Field("nfs", pattern=r"^(nfs|s3)$")
     mount_path: str = Field(min_length=2, max_length=1024, examples=["/data", "/home/alice"])
     sub_path: str = Field("", max_length=1024, description="A folder inside the volume; empty: all of it")
     read_only: bool = False
+    workdir: bool = False  # the default Jupyter working directory
 
     @field_validator("mount_path", "sub_path")
     @classmethod
     def _plain_path(cls, path: str, info: ValidationInfo) -> str:
-        if info.field_name == "mount_path" and not path.startswith("/"):
-            raise ValueError("must be an absolute path")
-        if info.field_name == "sub_path" and path.startswith("/"):
-            raise ValueError("must be relative to the volume")
-        parts = path.strip("/").split("/")
-        if any(part in ("..", ".") for part in parts) or any(ord(char) < 32 for char in path):
-            raise ValueError("must be a plain path: no '.', '..' or control characters")
-        return path
+        return check_mount_path(path, relative=info.field_name == "sub_path") if path else path
 
 
 class WorkloadRole(BaseModel):

@@ -19,11 +19,13 @@ from models.workloads import (
     Credentials,
     ResourceRequest,
     ServicePort,
+    VolumeMount,
     WorkloadRole,
     WorkloadSpec,
 )
 from services.errors import conflict, invalid
 from services.kinds import CONTAINER
+from services.mounts import resolve_mounts
 from services.workloads import Owner, catalog_resources, start_recorded
 
 
@@ -43,6 +45,7 @@ class Plan(NamedTuple):
     resources: ResourceRequest
     credentials: Credentials
     end_at: datetime | None
+    mounts: dict[str, list[VolumeMount]]  # by owner ID: a volume's permission depends on who mounts it
 
 
 def _credentials(body: ContainerCreate) -> Credentials:
@@ -66,14 +69,22 @@ def _duration(body: ContainerCreate) -> timedelta | None:
     return timedelta(hours=body.hours) if body.hours is not None else None
 
 
-def plan(session: Session, project: Project, body: ContainerCreate) -> Plan:
-    """Check a create body against the project and the catalog; raises Conflict or Invalid."""
+def plan(session: Session, project: Project, body: ContainerCreate, owner_ids: list[str]) -> Plan:
+    """Check a create body against the project, the catalog and the volumes each owner may mount; raises
+    Conflict or Invalid."""
     if project.status != ProjectStatus.active:
         raise conflict(f"project {project.id} is {project.status}; containers need an active project")
     duration = _duration(body)
     resources = catalog_resources(session, body.spec_id, body.shm_gb)
     end_at = body.end_at if duration is None else (body.start_at or utcnow()) + duration
-    return Plan(spec_id=body.spec_id, resources=resources, credentials=_credentials(body), end_at=end_at)
+    mounts = {owner: resolve_mounts(session, project.id, owner, body.mounts) for owner in owner_ids}
+    return Plan(
+        spec_id=body.spec_id,
+        resources=resources,
+        credentials=_credentials(body),
+        end_at=end_at,
+        mounts=mounts,
+    )
 
 
 async def start_container(
@@ -100,6 +111,7 @@ async def start_container(
                 ports=[ServicePort(name=service, port=STANDARD_PORTS[service]) for service in body.services],
             )
         ],
+        mounts=checked.mounts[owner.id],
         credentials=checked.credentials,
     )
     request = ContainerInput(

@@ -19,6 +19,7 @@ from models.projects import Project
 from models.workloads import WorkloadRole, WorkloadSpec
 from services.errors import conflict
 from services.kinds import JOB
+from services.mounts import resolve_mounts
 from services.workloads import Owner, catalog_resources, recorded_row, resource_id, start_recorded
 
 
@@ -46,6 +47,7 @@ def job_input(
                 resources=catalog_resources(session, body.spec_id, body.shm_gb),
             )
         ],
+        mounts=resolve_mounts(session, project.id, owner.id, body.mounts),
         # Decided here, not in the workflow, so the workflow's history alone says what it ran with.
         active_deadline_seconds=settings.job_max_runtime_hours * 3600,
     )

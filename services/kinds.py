@@ -19,12 +19,15 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Engine
+from sqlmodel import SQLModel
 
 from activities.containers import ContainerRecords
 from activities.jobs import JobActivities
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_status import job_outcome
 from activities.runtime import RuntimeKind, WorkloadRuntime
+from activities.volumes import VolumeActivities
+from config import Settings
 from models.containers import (
     Container,
     ContainerDetail,
@@ -34,9 +37,11 @@ from models.containers import (
     ContainerStatus,
 )
 from models.jobs import Job, JobDetail, JobInput, JobPublic, JobState, JobStatus
+from models.volumes import Volume, VolumePublic, VolumeStatus
 from models.workload_lifecycle import WorkloadLifecycleState, WorkloadRecord
 from workflows.container import ContainerWorkflow
 from workflows.job import JobWorkflow
+from workflows.volume import VolumeWorkflow
 from workflows.workload import WorkloadLifecycle, workload_workflow_id
 
 ActivitiesFor = Callable[[Engine, WorkloadRuntime], list[Callable[..., Any]]]
@@ -118,14 +123,75 @@ JOB = WorkloadKind(
 KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB)
 
 
+@dataclass(frozen=True)
+class DataKind:
+    """A kind that holds data rather than running: it has a lifecycle and routes but no runtime workload.
+
+    Its activities are built with the settings too (the object store they reach is configured there).
+    """
+
+    name: str  # the workflow ID prefix and the `mlcp.io/kind` label of its runtime objects
+    plural: str
+    id_letter: str
+    status: type[StrEnum]
+    final_statuses: frozenset[str]
+    table: type[SQLModel]
+    public: type[BaseModel]
+    workflow: type
+    activities: Callable[[Engine, WorkloadRuntime, Settings], list[Callable[..., Any]]]
+    api_module: str
+
+    def workflow_id(self, resource_id: str) -> str:
+        return f"{self.name}-{resource_id}"
+
+
+def _volume_activities(
+    engine: Engine, runtime: WorkloadRuntime, settings: Settings
+) -> list[Callable[..., Any]]:
+    from services.runtimes import object_store, storage_for
+
+    volumes = VolumeActivities(engine, storage_for(settings, runtime), lambda: object_store(settings))
+    return [
+        volumes.record_volume,
+        volumes.create_volume,
+        volumes.resize_volume,
+        volumes.measure_volume,
+        volumes.copy_volume,
+        volumes.delete_volume,
+        volumes.delete_project_storage,
+    ]
+
+
+VOLUME = DataKind(
+    name="volume",
+    plural="volumes",
+    id_letter="v",
+    status=VolumeStatus,
+    final_statuses=frozenset({VolumeStatus.deleted.value}),
+    table=Volume,
+    public=VolumePublic,
+    workflow=VolumeWorkflow,
+    activities=_volume_activities,
+    api_module="api.routers.volumes",
+)
+
+DATA_KINDS: tuple[DataKind, ...] = (VOLUME,)
+
+
 def runtime_kinds() -> Mapping[str, RuntimeKind]:
     """What the runtimes are built with: every kind they may run."""
     return {kind.name: kind.runtime for kind in KINDS}
 
 
 def workflows() -> list[type]:
-    return [kind.workflow for kind in KINDS]
+    return [kind.workflow for kind in KINDS] + [kind.workflow for kind in DATA_KINDS]
 
 
-def activities(engine: Engine, runtime: WorkloadRuntime) -> list[Callable[..., Any]]:
-    return [activity for kind in KINDS for activity in kind.activities(engine, runtime)]
+def activities(engine: Engine, runtime: WorkloadRuntime, settings: Settings) -> list[Callable[..., Any]]:
+    return [activity for kind in KINDS for activity in kind.activities(engine, runtime)] + [
+        activity for kind in DATA_KINDS for activity in kind.activities(engine, runtime, settings)
+    ]
+
+
+def api_modules() -> list[str]:
+    return [kind.api_module for kind in KINDS] + [kind.api_module for kind in DATA_KINDS]

@@ -49,7 +49,7 @@ from services.errors import (
     invalid,
     not_found,
 )
-from services.kinds import WorkloadKind
+from services.kinds import DataKind, WorkloadKind
 from workflows import search_attributes
 from workflows.workload import DeleteAnswer, WorkloadLifecycle
 
@@ -70,7 +70,9 @@ class Owner(NamedTuple):
     username: str
 
 
-def resource_id(kind: WorkloadKind, user_id: str, project_id: str, idempotency_key: str | None) -> str:
+def resource_id(
+    kind: WorkloadKind | DataKind, user_id: str, project_id: str, idempotency_key: str | None
+) -> str:
     """A retried create with the same Idempotency-Key reaches the same workload, never a second one."""
     if not idempotency_key:
         return new_id()

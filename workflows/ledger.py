@@ -60,6 +60,33 @@ class QuotaLedger:
         self.admit_from_queue(limit)
         return self.result_for(entry)
 
+    def hold(self, request: AdmitRequest, limit: Quota, now: datetime) -> list[str]:
+        """Reserve at once, beside the queue, or not at all: what is short, empty when it was held.
+
+        For storage a volume holds while it exists: it has nothing to wait for, so it never queues. A held
+        resource asking again is resized to the new request, its old reservation counted as available.
+        """
+        existing = self.get(request.resource_id)
+        available = self.available(limit) + (existing.request if existing is not None else Quota())
+        short = request.request.shortfall(available)
+        if short:
+            return short
+        if existing is not None:
+            existing.request = request.request
+        else:
+            self.entries.append(
+                LedgerEntry(
+                    resource_id=request.resource_id,
+                    kind=request.kind,
+                    workflow_id=request.workflow_id,
+                    owner_id=request.owner_id,
+                    request=request.request,
+                    state=RUNNING,
+                    queued_at=now,
+                )
+            )
+        return []
+
     def release(self, resource_id: str, limit: Quota) -> list[LedgerEntry]:
         """Free a reservation (or drop a queued request); return the entries this admits."""
         self.entries[:] = [e for e in self.entries if e.resource_id != resource_id]

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.projects import ProjectActivities, ProjectCleanup, ProjectSweep
     from activities.schedules import GRACE_PAUSE_NOTE, ProjectSchedulesStop, ScheduleActivities
+    from activities.volumes import VolumeActivities
     from activities.workloads import WorkloadActivities
     from models.lifecycle import (
         PROJECT_ADMISSION_REQUEST_SIGNAL,
@@ -56,6 +57,7 @@ RECORD_TIMEOUT = timedelta(seconds=30)
 ENVIRONMENT_TIMEOUT = timedelta(minutes=2)
 WITH_ENVIRONMENT = {ProjectStatus.active, ProjectStatus.grace}
 MAIL_TIMEOUT = timedelta(minutes=1)
+STORAGE_CLEANUP_TIMEOUT = timedelta(hours=1)
 SCHEDULES_TIMEOUT = timedelta(minutes=2)
 MAIL_RETRY = RetryPolicy(maximum_attempts=20, maximum_interval=timedelta(minutes=10))
 
@@ -209,6 +211,16 @@ class ProjectWorkflow:
         )
         for entry in list(state.ledger):  # ended without giving their reservations back
             self._ledger.release(entry.resource_id, state.quota)
+        if workflow.patched("project-storage-cleanup"):
+            # Volumes delete themselves above; whatever a cut-short deletion left (a bucket, a folder, the
+            # project's S3 identity) goes here, before the namespace that holds the identity's Secret.
+            await workflow.execute_activity_method(
+                VolumeActivities.delete_project_storage,
+                state.id,
+                start_to_close_timeout=STORAGE_CLEANUP_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=20),
+            )
         await workflow.execute_activity_method(
             WorkloadActivities.delete_project_environment,
             state.id,
@@ -542,6 +554,33 @@ class ProjectWorkflow:
                 + "; apply for more quota first",
                 type="QuotaExceeded",
                 non_retryable=True,
+            )
+
+    @workflow.update
+    def hold_storage(self, request: AdmitRequest) -> QuotaPanel:
+        """Reserve a volume's capacity at once, or refuse naming the numbers (manual 5.7.1.2)."""
+        self.validate_hold_storage(request)
+        short = self._ledger.hold(request, self._state.quota, workflow.now())
+        if short:
+            panel = self._panel()
+            held = self._ledger.get(request.resource_id)
+            remaining = panel.remaining.storage_gb + (held.request.storage_gb if held else 0)
+            raise ApplicationError(
+                f"capacity_gb: {request.request.storage_gb:g} GB does not fit the project's storage quota of "
+                f"{panel.limit.storage_gb:g} GB: {panel.limit.storage_gb - remaining:g} GB is held by other "
+                f"volumes, {max(remaining, 0):g} GB remains; apply for more storage quota first",
+                type="QuotaExceeded",
+                non_retryable=True,
+            )
+        self._wakeups += 1
+        return self._panel()
+
+    @hold_storage.validator
+    def validate_hold_storage(self, request: AdmitRequest) -> None:
+        if self._state.status != ProjectStatus.active or self._state.delete_requested_by:
+            raise conflict(
+                f"the project is {self._state.status.value}; volumes can be created or grown only while it "
+                "is active"
             )
 
     @workflow.signal

@@ -41,8 +41,8 @@ def _extras(row: Container) -> dict[str, Any]:
 
 
 async def _start(context: CreateContext, body: ContainerCreate) -> Container:
-    checked = plan(context.session, context.project, body)
     user, project_id = context.user, context.project.id
+    checked = plan(context.session, context.project, body, [user.id])
     container_id = resource_id(CONTAINER, user.id, project_id, context.idempotency_key)
     release_connection(context.session)
     owner = Owner(id=user.id, username=user.username)
@@ -92,7 +92,7 @@ async def create_containers_for_members(
         raise invalid("members", "a member is listed twice")
     if len(body.name) + len(str(body.count_per_member)) > NAME_MAX:
         raise invalid("name", f"with its number it must stay within {NAME_MAX} characters")
-    checked = plan(session, project, body)
+    checked = plan(session, project, body, [by_name[username].user_id for username in body.members])
     made: list[str] = []
     starts = []
     for username in body.members:

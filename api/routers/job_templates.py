@@ -26,12 +26,14 @@ from models.job_templates import (
     TemplateRun,
     next_job_name,
 )
-from models.jobs import Job, JobCreate, JobPublic, JobStatus
+from models.jobs import Job, JobPublic, JobStatus
 from models.projects import ProjectMember
 from models.schedules import Schedule, SchedulePublic, ScheduleUpdate, TemplateScheduleRequest
+from models.volumes import MountRequest
 from services.access import changes_everything_in, require_member, visible_project
 from services.errors import conflict, forbidden, invalid, not_found
 from services.jobs import job_id_for, start_job
+from services.mounts import resolve_mounts
 from services.schedules import create_schedule, public, update_schedule
 from services.workloads import Owner, catalog_resources
 
@@ -49,6 +51,7 @@ def to_public(row: JobTemplate) -> JobTemplatePublic:
         command=row.command,
         env=row.env,
         shm_gb=row.shm_gb,
+        mounts=[MountRequest.model_validate(mount) for mount in row.mounts],
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -93,6 +96,7 @@ def create_template(
     _, members = visible_project(session, project_id, user)
     require_member(members, user, "create job templates")
     _check_spec(session, body.spec_id)
+    resolve_mounts(session, project_id, user.id, body.mounts)
     taken = session.exec(
         select(JobTemplate.id).where(JobTemplate.project_id == project_id, JobTemplate.name == body.name)
     ).first()
@@ -163,6 +167,10 @@ def edit_template(
             setattr(row, field, value)
     if "shm_gb" in given:  # null turns shared memory back to the default
         row.shm_gb = body.shm_gb
+    if "mounts" in given:  # null: none
+        mounts = body.mounts or []
+        resolve_mounts(session, project_id, row.owner_id, mounts)
+        row.mounts = [mount.model_dump() for mount in mounts]
     row.updated_at = utcnow()
     session.add(row)
     session.commit()
@@ -220,14 +228,7 @@ async def run_template(
         name = next_job_name(session, project_id, template.name)
     elif not retried and _job_name_taken(session, project_id, name):
         raise conflict(f"the project has a job named {name!r} already", field="name")
-    job = JobCreate(
-        name=name,
-        spec_id=template.spec_id,
-        image=template.image,
-        command=template.command,
-        env=template.env,
-        shm_gb=template.shm_gb,
-    )
+    job = template.job(name)
     return JOB_ROUTES.public(await start_job(session, client, settings, project, owner, job, idempotency_key))
 
 

@@ -46,7 +46,6 @@ def test_ensure_project_twice_leaves_one_namespace_quota_and_policy(kube: Kube) 
         "requests.nvidia.com/gpu": "8",
         "requests.cpu": "32000m",
         "requests.memory": "128Gi",
-        "requests.storage": "500Gi",
     }
     assert kube.names(r.NETWORK_POLICIES) == ["mlcp-isolate"]
     policy = kube.one(r.NETWORK_POLICIES, "mlcp-isolate")["spec"]

@@ -20,9 +20,12 @@ from temporalio.worker import Worker
 
 from activities.heartbeat import HEARTBEAT_THROTTLE
 from activities.local import LocalRuntime
+from activities.object_storage import ObjectStorageError, ObjectStore
 from activities.projects import ProjectActivities, ProjectCleanup
 from activities.runtime import WorkloadRuntime
 from activities.schedules import ScheduleActivities
+from activities.storage import LocalStorage
+from activities.volumes import ObjectStoreFactory, VolumeActivities
 from activities.workloads import WorkloadActivities
 from config import Settings
 from models.accounts import User
@@ -111,6 +114,10 @@ def new_state(
     )
 
 
+def no_object_store() -> ObjectStore:
+    raise ObjectStorageError("no object storage in this test", permanent=True)
+
+
 @asynccontextmanager
 async def project_worker(
     client: Client,
@@ -119,6 +126,7 @@ async def project_worker(
     extra_workflows: list[type] | None = None,
     extra_activities: list[Callable[..., Any]] | None = None,
     runtime: WorkloadRuntime | None = None,
+    objects: ObjectStoreFactory = no_object_store,
 ) -> AsyncIterator[str]:
     ensure_users(engine, "alice", "bob")
     task_queue = "tq-" + uuid.uuid4().hex[:8]
@@ -127,6 +135,7 @@ async def project_worker(
         environments = WorkloadActivities(runtime or LocalRuntime(Path(home), runtime_kinds()))
         schedules = ScheduleActivities(engine, client, Settings(home=Path(home)))
         cleanup = ProjectCleanup(engine, client, KINDS)
+        volumes = VolumeActivities(engine, LocalStorage(Path(home)), objects)
         async with Worker(
             client,
             task_queue=task_queue,
@@ -140,6 +149,13 @@ async def project_worker(
                 environments.delete_project_environment,
                 schedules.stop_project_schedules,
                 schedules.resume_project_schedules,
+                volumes.record_volume,
+                volumes.create_volume,
+                volumes.resize_volume,
+                volumes.measure_volume,
+                volumes.copy_volume,
+                volumes.delete_volume,
+                volumes.delete_project_storage,
                 *(extra_activities or []),
             ],
             activity_executor=ThreadPoolExecutor(max_workers=8),
