@@ -29,6 +29,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 QUOTA_NAME = "mlcp-quota"
 ISOLATION_POLICY_NAME = "mlcp-isolate"
 CONTAINER_NAME = "main"
+STORAGE_IDENTITY_SECRET = "mlcp-storage-identity"
 CREDENTIALS_MOUNT = "/etc/mlcp/credentials"
 PASSWORD_HASH_KEY = "password-hash"
 AUTHORIZED_KEYS_KEY = "authorized_keys"
@@ -269,7 +270,7 @@ def _resources(spec: WorkloadSpec) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _environment(spec: WorkloadSpec) -> list[dict[str, str]]:
+def _environment(spec: WorkloadSpec) -> list[dict[str, Any]]:
     variables = {} if spec.main.resources.gpu else dict(NO_GPU_ENV)
     variables.update(spec.main.env)
     files = _credential_files(spec)
@@ -277,7 +278,16 @@ def _environment(spec: WorkloadSpec) -> list[dict[str, str]]:
         variables[PASSWORD_HASH_ENV] = f"{CREDENTIALS_MOUNT}/{PASSWORD_HASH_KEY}"
     if AUTHORIZED_KEYS_KEY in files:
         variables[AUTHORIZED_KEYS_ENV] = f"{CREDENTIALS_MOUNT}/{AUTHORIZED_KEYS_KEY}"
-    return [{"name": name, "value": value} for name, value in sorted(variables.items())]
+    entries: list[dict[str, Any]] = [
+        {"name": name, "value": value} for name, value in sorted(variables.items())
+    ]
+    if any(mount.volume_type == "s3" for mount in spec.mounts):
+        # The project's S3 identity, from the Secret the volume lifecycle keeps in the namespace.
+        for name, key in (("AWS_ACCESS_KEY_ID", "access-key"), ("AWS_SECRET_ACCESS_KEY", "secret-key")):
+            entries.append(
+                {"name": name, "valueFrom": {"secretKeyRef": {"name": STORAGE_IDENTITY_SECRET, "key": key}}}
+            )
+    return entries
 
 
 def volume_claim_name(volume_id: str) -> str:
@@ -301,6 +311,8 @@ def _volumes(spec: WorkloadSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
     claimed: dict[str, str] = {}
     for mount in spec.mounts:
+        if mount.volume_type != "nfs":
+            continue  # an s3 volume reaches the pod through its bucket and identity in the environment
         if mount.volume_id not in claimed:
             # One pod volume per project volume, however many places it is mounted at.
             claimed[mount.volume_id] = name = f"volume-{len(claimed)}"

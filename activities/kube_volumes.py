@@ -17,7 +17,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from activities.kube_manifests import binary_quantity, project_labels, volume_claim_name
+from activities.kube_manifests import (
+    STORAGE_IDENTITY_SECRET,
+    binary_quantity,
+    project_labels,
+    volume_claim_name,
+)
 from activities.object_storage import AccessKeys, bucket_name
 from activities.runtime import LABEL_KIND, LABEL_RESOURCE_ID, Manifest, namespace_name
 from activities.storage import VolumePlace, copy_folder, folder_usage
@@ -25,7 +30,7 @@ from activities.storage import VolumePlace, copy_folder, folder_usage
 if TYPE_CHECKING:
     from activities.kube import KubernetesRuntime
 
-IDENTITY_SECRET = "mlcp-storage-identity"
+IDENTITY_SECRET = STORAGE_IDENTITY_SECRET
 ACCESS_KEY_KEY = "access-key"
 SECRET_KEY_KEY = "secret-key"
 NOMINAL_NFS_SIZE = "1Gi"  # an export has no size of its own; claims need one

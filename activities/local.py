@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shlex
 import shutil
 import signal
@@ -35,9 +34,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from activities import local_supervisor
+from activities import local_mounts, local_supervisor
 from activities.gpu import GpuDeviceList, nvml_devices
 from activities.heartbeat import not_interrupted
+from activities.local_environment import (
+    storage_environment,
+    unsupported,
+    workload_environment,
+    workload_labels,
+)
 from activities.local_folder import ARCHIVE_FOLDER, ExitRecord, LaunchRecord, WorkloadFolder
 from activities.local_supervisor import (
     PID_FILE,
@@ -48,6 +53,7 @@ from activities.local_supervisor import (
     write_atomically,
 )
 from activities.runtime import KindTable, RuntimeKind, check_spec, kind_of, namespace_name, workload_name
+from activities.storage import LocalStorage
 from config import Settings
 from models.base import utcnow
 from models.workloads import (
@@ -78,12 +84,7 @@ KEEP_ALIVE = [
     "import time\nprint('mlcp local runtime: no image runs here; this idle process keeps the container up')"
     "\nwhile True: time.sleep(3600)",
 ]
-# Only what a program needs to find its tools and speak the host's language: the worker's own
-# settings (MLCP_* secrets among them) stay out of workloads.
-INHERITED_ENV = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH"}
-    | {"CUDA_HOME", "CUDA_PATH"}
-)
+
 
 # Children belong to the worker process, not to one runtime object: whichever object looks next reaps them.
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -99,56 +100,6 @@ def _reap_children() -> None:
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def unsupported(spec: WorkloadSpec, kind: RuntimeKind) -> list[str]:
-    """What this spec asks for that a process on this host cannot honour, said plainly."""
-    role = spec.main
-    notes = [f"image {role.image} is not pulled: the process runs on the host's own filesystem"]
-    if not kind.runs_to_completion and not role.command:
-        notes.append(
-            "the image's own entrypoint cannot run here: an idle process keeps the container running"
-        )
-    if role.ports:
-        notes.append("node ports: services are reachable on 127.0.0.1 at the port the process listens on")
-    notes.append("vcpu/ram limits are not enforced: the process shares the host's CPUs and memory")
-    if role.resources.shm_gb is not None:
-        notes.append("shared memory size is not set: the process uses the host's /dev/shm")
-    if role.resources.gpu and role.resources.gpu_model:
-        notes.append(f"GPU model {role.resources.gpu_model} is not matched: any free GPU here is handed out")
-    if spec.credentials and (spec.credentials.password_hash or spec.credentials.authorized_keys):
-        notes.append(
-            "credentials (password, SSH keys) are not installed: the process runs as the worker's user"
-        )
-    if spec.mounts:
-        paths = ", ".join(mount.mount_path for mount in spec.mounts)
-        notes.append(f"volume mounts ({paths}) are not made: the process sees the host's filesystem")
-    return notes
-
-
-def workload_labels(
-    project_id: str, kind: str | None = None, resource_id: str | None = None
-) -> dict[str, str]:
-    """The environment variables that label a workload's processes, as far as they are given."""
-    labels = {"MLCP_PROJECT_ID": project_id}
-    if kind is not None:
-        labels["MLCP_WORKLOAD_KIND"] = kind
-    if resource_id is not None:
-        labels["MLCP_RESOURCE_ID"] = resource_id
-    return labels
-
-
-def workload_environment(spec: WorkloadSpec, gpus: list[str]) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key in INHERITED_ENV or key.startswith("LC_")}
-    env.update(spec.main.env)
-    env.update(
-        # Empty when no GPU was asked for, so CUDA sees none rather than every GPU on the host.
-        CUDA_VISIBLE_DEVICES=",".join(gpus),
-        MLCP_WORKLOAD_NAME=spec.name,
-        MLCP_OWNER=spec.owner,
-        **workload_labels(spec.project_id, spec.kind, spec.resource_id),
-    )
-    return env
 
 
 def is_running(launch: LaunchRecord) -> bool:
@@ -169,6 +120,7 @@ class LocalRuntime:
     ) -> None:
         self.root = home.resolve() / RUNTIME_FOLDER
         self.kinds = kinds
+        self.storage = LocalStorage(home)
         self._gpu_devices = gpu_devices
         self._stop_grace_seconds = stop_grace_seconds
 
@@ -265,17 +217,22 @@ class LocalRuntime:
         if deadline is not None:
             supervisor += ["--deadline", str(deadline)]
         command = spec.main.command
+        mounts = self._host_mounts(spec)
+        workdir = next((mount.mount_path for mount in spec.mounts if mount.workdir), None)
+        env = workload_environment(spec, gpus)
+        env.update(storage_environment(spec, self.storage.identity(spec.project_id)))
         # Started and recorded as one step: a cancelled activity must not leave a process nobody records.
         with not_interrupted():
             intent = LaunchRecord(
                 pid=0, start_ticks=0, started_at=utcnow(), gpus=gpus, deadline_seconds=deadline
             )
             folder.write_launching(intent)
+            local_mounts.prepare(folder.path, mounts, link=local_mounts.bubblewrap() is None)
             with folder.log.open("ab") as log:
                 child = subprocess.Popen(
-                    [*supervisor, "--", *(command or KEEP_ALIVE)],
+                    [*supervisor, "--", *local_mounts.wrapped(command or KEEP_ALIVE, mounts, workdir)],
                     cwd=folder.path,
-                    env=workload_environment(spec, gpus),
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -292,6 +249,18 @@ class LocalRuntime:
         if again:
             message += "; the previous process was lost"
         folder.add_event("Normal", "Started", message)
+
+    def _host_mounts(self, spec: WorkloadSpec) -> list[local_mounts.HostMount]:
+        mounts = []
+        for mount in spec.mounts:
+            if mount.volume_type != "nfs":
+                continue
+            source = self.storage.volume_folder(spec.project_id, mount.volume_id)
+            if mount.sub_path:
+                source = source / mount.sub_path
+                source.mkdir(parents=True, exist_ok=True)
+            mounts.append(local_mounts.HostMount(source, mount.mount_path, mount.read_only))
+        return mounts
 
     @staticmethod
     def _record_launch(
@@ -366,6 +335,7 @@ class LocalRuntime:
                 self._stop_group(group)
         with self._host_lock():
             folder.archive_log()
+            local_mounts.clean_up(folder.path)
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(folder.path)
 

@@ -42,9 +42,9 @@ OBJECT_ACTIONS = [
     "s3:DeleteObject",
     "s3:ListBucket",
     "s3:GetBucketLocation",
-    "s3:ListBucketMultipartUploads",
-    "s3:ListMultipartUploadParts",
-    "s3:AbortMultipartUpload",
+    "s3:AbortMultipartUpload",  # uploading parts is PutObject; SeaweedFS knows no multipart listing actions
+    "s3:GetObjectTagging",
+    "s3:PutObjectTagging",
 ]
 
 

@@ -8,6 +8,7 @@ which the API checks when a workload is created, so it lives in the row alone.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
@@ -137,6 +138,12 @@ class VolumeCreate(RequestModel):
     type: VolumeType
     permission: VolumePermission = VolumePermission.project_write
     capacity_gb: CapacityGb | None = Field(None, description="Required for s3 volumes")
+
+
+def s3_bucket_variable(mount_path: str) -> str:
+    """MLCP_S3_BUCKET_DATA for /data: one variable per s3 mount, named after where it was asked for."""
+    stem = re.sub(r"[^A-Z0-9]+", "_", mount_path.upper()).strip("_") or "ROOT"
+    return f"MLCP_S3_BUCKET_{stem}"
 
 
 class MountRequest(RequestModel):

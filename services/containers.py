@@ -25,7 +25,7 @@ from models.workloads import (
 )
 from services.errors import conflict, invalid
 from services.kinds import CONTAINER
-from services.mounts import resolve_mounts
+from services.mounts import resolve_mounts, s3_environment
 from services.workloads import Owner, catalog_resources, start_recorded
 
 
@@ -107,6 +107,7 @@ async def start_container(
         roles=[
             WorkloadRole(
                 image=body.image,
+                env=s3_environment(settings, project_id, checked.mounts[owner.id]),
                 resources=checked.resources,
                 ports=[ServicePort(name=service, port=STANDARD_PORTS[service]) for service in body.services],
             )

@@ -19,7 +19,7 @@ from models.projects import Project
 from models.workloads import WorkloadRole, WorkloadSpec
 from services.errors import conflict
 from services.kinds import JOB
-from services.mounts import resolve_mounts
+from services.mounts import resolve_mounts, s3_environment
 from services.workloads import Owner, catalog_resources, recorded_row, resource_id, start_recorded
 
 
@@ -33,6 +33,7 @@ def job_input(
     """Check the request and build what the workflow receives; raises Conflict or Invalid when refused."""
     if project.status != ProjectStatus.active:
         raise conflict(f"project {project.id} is {project.status}; jobs need an active project")
+    mounts = resolve_mounts(session, project.id, owner.id, body.mounts)
     workload = WorkloadSpec(
         project_id=project.id,
         resource_id=job_id,
@@ -43,11 +44,11 @@ def job_input(
             WorkloadRole(
                 image=body.image,
                 command=[*SHELL, body.command],
-                env=body.env,
+                env={**s3_environment(settings, project.id, mounts), **body.env},
                 resources=catalog_resources(session, body.spec_id, body.shm_gb),
             )
         ],
-        mounts=resolve_mounts(session, project.id, owner.id, body.mounts),
+        mounts=mounts,
         # Decided here, not in the workflow, so the workflow's history alone says what it ran with.
         active_deadline_seconds=settings.job_max_runtime_hours * 3600,
     )

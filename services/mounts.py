@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from models.volumes import MountRequest, Volume, VolumePermission, VolumeStatus
+from activities.object_storage import bucket_name
+from config import Settings
+from models.volumes import MountRequest, Volume, VolumePermission, VolumeStatus, s3_bucket_variable
 from models.workloads import VolumeMount
 from services.errors import invalid
 
@@ -27,17 +29,34 @@ def resolve_mounts(
         if row.permission == VolumePermission.owner and row.owner_id != owner_id:
             raise invalid(where, f"volume {row.name!r} is its owner's only (僅個人可讀寫)")
         if row.status != VolumeStatus.available:
-            raise invalid(where, f"volume {row.name!r} is {row.status.value}; mount it once it is available")
+            raise invalid(where, f"volume {row.name!r} is {row.status}; mount it once it is available")
         read_only = mount.read_only or (
             row.permission == VolumePermission.project_read and row.owner_id != owner_id
         )
         resolved.append(
             VolumeMount(
                 volume_id=row.id,
-                volume_type=row.type.value,
+                volume_type=str(row.type),
                 mount_path=mount.path,
                 read_only=read_only,
                 workdir=mount.workdir,
             )
         )
     return resolved
+
+
+def s3_environment(settings: Settings, project_id: str, mounts: list[VolumeMount]) -> dict[str, str]:
+    """Where a workload finds its s3 mounts: the endpoint and one bucket variable per mount. The project's
+    keys are added by the runtime from where it keeps them (never in a spec, which workflow history holds)."""
+    buckets = [mount for mount in mounts if mount.volume_type == "s3"]
+    if not buckets:
+        return {}
+    endpoint = settings.s3_public_endpoint or settings.s3_endpoint
+    env = {
+        "AWS_ENDPOINT_URL": f"{'https' if settings.s3_secure else 'http'}://{endpoint}",
+        "AWS_REGION": settings.s3_region,
+        "MLCP_S3_BUCKET": bucket_name(project_id, buckets[0].volume_id),
+    }
+    for mount in buckets:
+        env[s3_bucket_variable(mount.mount_path)] = bucket_name(project_id, mount.volume_id)
+    return env

@@ -264,7 +264,7 @@ async def clone_volume(
     source, members = readable_volume(session, project_id, volume_id, user)
     require_member(members, user, "clone volumes")
     if source.status != VolumeStatus.available:
-        raise conflict(f"volume {source.id} is {source.status.value}; only an available volume can be cloned")
+        raise conflict(f"volume {source.id} is {source.status}; only an available volume can be cloned")
     if not source.supports_clone:
         raise conflict(f"volume {source.id} does not support clone")
     clone_id = resource_id(VOLUME, user.id, project_id, idempotency_key)
@@ -350,7 +350,7 @@ def update_volume(
 ) -> VolumePublic:
     row = changeable_volume(session, project_id, volume_id, user)
     if row.status not in LIVE_VOLUME_STATUSES:
-        raise conflict(f"volume {row.id} is {row.status.value}")
+        raise conflict(f"volume {row.id} is {row.status}")
     row.permission, row.updated_at = body.permission, utcnow()
     session.add(row)
     session.commit()

@@ -54,6 +54,7 @@ class VolumeWorkflow:
         self._timings = input.timings
         self._recorded_version = -1
         self._resizes: list[VolumeResize] = []
+        self._resized: list[VolumeResize] = []  # done, for the updates waiting on them
         self._wakeups = 0
 
     @workflow.run
@@ -72,6 +73,7 @@ class VolumeWorkflow:
             if state.status == VolumeStatus.creating and not state.delete_requested_by:
                 await self._create()
             while not state.delete_requested_by:
+                await self._record()
                 if self._should_continue_as_new():
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     await self._record()
@@ -130,11 +132,15 @@ class VolumeWorkflow:
             )
         if state.delete_requested_by:
             return
+        resized = []
         while self._resizes:
-            await self._resize(self._resizes.pop(0))
-        if state.status != VolumeStatus.creating:
+            resize = self._resizes.pop(0)
+            await self._resize(resize)
+            resized.append(resize)
+        if not resized and state.status != VolumeStatus.creating:
             await self._measure()
         await self._record()
+        self._resized += resized
 
     async def _resize(self, resize: VolumeResize) -> None:
         state = self._state
@@ -236,9 +242,8 @@ class VolumeWorkflow:
     async def expand(self, resize: VolumeResize) -> VolumeState:
         self._resizes.append(resize)
         self._wakeups += 1
-        await workflow.wait_condition(
-            lambda: resize not in self._resizes and self._recorded_version >= self._state.version
-        )
+        await workflow.wait_condition(lambda: resize in self._resized)
+        self._resized.remove(resize)
         return self._state
 
     @expand.validator

@@ -15,7 +15,8 @@ import pytest
 
 from activities import gpu
 from activities.gpu import GpuDevice, nvml_devices
-from activities.local import LocalRuntime, unsupported
+from activities.local import LocalRuntime
+from activities.local_environment import unsupported
 from activities.local_supervisor import process_info
 from config import Settings
 from models.lifecycle import Quota

@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from activities.local import workload_labels
+from activities.local_environment import workload_labels
 from activities.local_supervisor import labelled_groups
 from api.app import create_app
 from config import Settings
