@@ -97,6 +97,7 @@ class World:
                 f"{url}/jobs",
                 {"name": "job", "spec_id": self.spec_id, "image": "busybox", "command": "sleep 600"},
             ),
+            "volume": (f"{url}/volumes", {"name": f"v{uuid.uuid4().hex[:8]}", "type": "nfs"}),
             "template": (
                 f"{url}/job-templates",
                 {
@@ -286,6 +287,38 @@ TABLE = [
         },
     ),
     Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, shared={"resource_id": "job"}),
+    # A project_write volume: every member sees it; its owner and the project's admins change it.
+    Row(
+        "POST", P + "/volumes", PROJECT_MEMBERS, lambda w: {"name": f"v{uuid.uuid4().hex[:8]}", "type": "nfs"}
+    ),
+    Row("GET", P + "/volumes", PROJECT_VISIBLE),
+    Row("GET", P + "/volumes/limits", PROJECT_VISIBLE),
+    Row("GET", P + "/volumes/{volume_id}", PROJECT_VISIBLE, shared={"volume_id": "volume"}),
+    Row(
+        "PATCH",
+        P + "/volumes/{volume_id}",
+        TEMPLATE_CHANGE,
+        lambda w: {"permission": "project_write"},
+        shared={"volume_id": "volume"},
+    ),
+    Row("DELETE", P + "/volumes/{volume_id}", TEMPLATE_CHANGE, fresh={"volume_id": "volume"}),
+    Row(
+        "POST",
+        P + "/volumes/{volume_id}/expand",
+        TEMPLATE_CHANGE,
+        lambda w: {"capacity_gb": 2},
+        shared={"volume_id": "volume"},
+    ),
+    Row(
+        "POST",
+        P + "/volumes/{volume_id}/clone",
+        PROJECT_MEMBERS,
+        lambda w: {"name": f"c{uuid.uuid4().hex[:8]}"},
+        shared={"volume_id": "volume"},
+    ),
+    Row("GET", P + "/volumes/{volume_id}/credentials", PROJECT_MEMBERS, shared={"volume_id": "volume"}),
+    Row("GET", "/api/v1/admin/storage-settings", PLATFORM_ADMINS),
+    Row("PUT", "/api/v1/admin/storage-settings", PLATFORM_ADMINS, lambda w: {"max_volume_gb": 500}),
     Row(
         "POST",
         P + "/job-templates",

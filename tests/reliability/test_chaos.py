@@ -59,6 +59,12 @@ HEARTBEATING = {
     "ensure_project_environment",
     "delete_project_environment",
     "send_mail",
+    "create_volume",
+    "resize_volume",
+    "measure_volume",
+    "copy_volume",
+    "delete_volume",
+    "delete_project_storage",
 }
 ENDED = {
     "container": {ContainerStatus.deleted.value},
@@ -224,19 +230,29 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             assert created.status_code == 201, created.text
             kinds[created.json()["id"]] = "container"
 
+        # Two volumes: one deleted along the way, one that lives until its project is deleted.
+        volumes: dict[str, str] = {}
+        for name in ("keep", "drop"):
+            created = await api.post(
+                f"{url}/volumes", headers=people["alice"], json={"name": name, "type": "nfs"}
+            )
+            assert created.status_code == 201, created.text
+            volumes[name] = created.json()["id"]
+
         doomed_jobs = rng.sample([i for i, k in kinds.items() if k == "job"], JOBS_DELETED)
 
         async def delete_along_the_way() -> None:
             """Containers go, one by one, whatever state they are in; two jobs are stopped mid-way."""
-            order = [i for i, k in kinds.items() if k == "container"] + doomed_jobs
+            order = [i for i, k in kinds.items() if k == "container"] + doomed_jobs + [volumes["drop"]]
             rng.shuffle(order)
             for resource_id in order:
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
-                plural = "containers" if kinds[resource_id] == "container" else "jobs"
-                owner = people["alice"] if plural == "containers" else people["bob"]
+                plural = {"container": "containers", "job": "jobs"}.get(kinds.get(resource_id, ""), "volumes")
+                owner = people["bob"] if plural == "jobs" else people["alice"]
                 deleted = await api.delete(f"{url}/{plural}/{resource_id}", headers=owner)
-                # A job may have succeeded before its delete; then the delete only hides it.
-                assert deleted.status_code in (202, 409), deleted.text
+                # A job may have succeeded before its delete; then the delete only hides it. A volume's
+                # delete answers once `deleting` is recorded.
+                assert deleted.status_code in (200, 202, 409), deleted.text
 
         began = time.monotonic()
         await asyncio.gather(chaos(worker, rng), delete_along_the_way())
@@ -287,8 +303,17 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
                 f'{search_attributes.PROJECT.name} = "{project_id}" AND ExecutionStatus = "Running"'
             )
         ]
-        assert running == [f"project-{project_id}"], running
+        assert sorted(running) == sorted([f"project-{project_id}", f"volume-{volumes['keep']}"]), running
         await check_heartbeats(client, list(kinds), kinds)
+
+        async def volume_status(volume_id: str) -> str:
+            shown = await api.get(f"{url}/volumes/{volume_id}", headers=people["alice"])
+            return str(shown.json()["status"])
+
+        async def dropped() -> bool:
+            return await volume_status(volumes["drop"]) == "deleted"
+
+        await eventually(dropped, 60)
 
         code = (await api.get(url, headers=people["alice"])).json()["delete_code"]
         assert (
@@ -299,6 +324,7 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             return bool((await api.get(url, headers=people["root"])).json()["status"] == "deleted")
 
         await eventually(project_deleted, 120)
+        assert await volume_status(volumes["keep"]) == "deleted"  # data goes with its project, not before
         remaining = [
             found.id
             async for found in client.list_workflows(
