@@ -13,7 +13,7 @@ import contextlib
 from typing import Any
 
 from sqlmodel import Session, col, func, select
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -376,7 +376,7 @@ async def expand_volume(
     old = row.capacity_gb
     release_connection(session)
     await _hold(client, project_id, volume_id, user, body.capacity_gb)
-    handle = client.get_workflow_handle_for(VolumeWorkflow.run, volume_workflow_id(volume_id))
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(volume_workflow_id(volume_id))
     try:
         await run_update(
             handle,
@@ -418,7 +418,7 @@ async def delete_volume(
     if users:
         raise conflict(f"volume {row.id} is mounted by live workloads: {', '.join(users)}; delete them first")
     release_connection(session)
-    handle = client.get_workflow_handle_for(VolumeWorkflow.run, volume_workflow_id(volume_id))
+    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(volume_workflow_id(volume_id))
     try:
         await run_update(
             handle,

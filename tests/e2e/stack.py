@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.storage.conftest import free_s3_port
+
 MLCP = Path(sysconfig.get_path("scripts")) / "mlcp"
 ADMIN_PASSWORD = "e2e-admin-password"
 READY_TIMEOUT_SECONDS = 60.0
@@ -26,6 +28,7 @@ class Ports:
     api: int
     temporal: int
     temporal_ui: int
+    s3: int  # SeaweedFS's S3 port; its master, volume and filer take the next three (gRPC at +10000)
 
     @classmethod
     def free(cls) -> Ports:
@@ -38,7 +41,7 @@ class Ports:
         finally:
             for sock in sockets:
                 sock.close()
-        return cls(api, temporal, ui)
+        return cls(api, temporal, ui, free_s3_port())
 
 
 def _parent_of(pid: int) -> int | None:
@@ -98,6 +101,7 @@ class DevStack:
             MLCP_API_PORT=str(self.ports.api),
             MLCP_TEMPORAL_PORT=str(self.ports.temporal),
             MLCP_TEMPORAL_UI_PORT=str(self.ports.temporal_ui),
+            MLCP_S3_PORT=str(self.ports.s3),
             MLCP_ADMIN_PASSWORD=ADMIN_PASSWORD,
             MLCP_LOG_LEVEL="INFO",
         )
