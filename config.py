@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     nfs_mount: Path | None = Field(
         None, description="Where the worker sees nfs_path mounted, for usage, clone and cleanup."
     )
+    platform_image: str = Field(
+        "mlcp:latest", description="The platform's own image (deploy/Dockerfile): transfer services run it."
+    )
     volume_usage_interval_seconds: int = Field(300, gt=0, description="How often volume usage is sampled.")
 
     log_level: str = "INFO"

@@ -36,6 +36,7 @@ from embedded_s3 import EmbeddedS3
 from embedded_s3 import ports as s3_ports
 from models.catalog import seed_default_catalog
 from models.database import make_engine, migrate
+from services.user_setup import set_up_everyone
 from worker import build_worker
 from workflows import search_attributes
 
@@ -231,6 +232,7 @@ class DevStack:
         self.api_task = asyncio.create_task(self.api_server.serve(sockets=[api_socket]), name="api")
         if not await self._unless_stopped(self._wait_for_api()):
             return 0
+        await set_up_everyone(client, self.engine, settings)  # the bootstrap admin's home, for one
         self._print_banner(admin)
         return await self._supervise(self.temporal)
 

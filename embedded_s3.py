@@ -132,9 +132,12 @@ class EmbeddedS3:
                     f"SeaweedFS exited with code {self.process.returncode}; see {self.log_path}"
                 )
             try:
+                # A plain connect first: the S3 client's own retries back off for seconds on a closed port.
+                _, writer = await asyncio.open_connection(HOST, self.ports["s3"])
+                writer.close()
                 await asyncio.to_thread(store.buckets_with_prefix, "")
                 return
-            except ObjectStorageError as exc:
+            except (ObjectStorageError, OSError) as exc:
                 last = str(exc)
             except Exception as exc:  # the gateway answers before its filer is ready
                 last = f"{type(exc).__name__}: {exc}"

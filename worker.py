@@ -17,14 +17,16 @@ from activities.mail import MailActivities
 from activities.projects import ProjectActivities, ProjectCleanup
 from activities.schedules import ScheduleActivities
 from activities.system import SystemActivities
+from activities.user_setup import UserSetupActivities
 from activities.workloads import WorkloadActivities
 from config import Settings, connect_temporal
 from models.database import make_engine
 from services import kinds
-from services.runtimes import runtime_from_settings
+from services.runtimes import runtime_from_settings, storage_for
 from workflows.project import ProjectWorkflow
 from workflows.scheduled_job import ScheduledJobWorkflow
 from workflows.system_check import SystemCheckWorkflow
+from workflows.user_setup import UserSetupWorkflow
 
 log = logging.getLogger("mlcp.worker")
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
@@ -33,6 +35,7 @@ WORKFLOWS: list[type] = [
     SystemCheckWorkflow,
     ProjectWorkflow,
     ScheduledJobWorkflow,
+    UserSetupWorkflow,
     *kinds.workflows(),
 ]
 
@@ -46,6 +49,7 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
     runtime = runtime_from_settings(settings)
     workloads = WorkloadActivities(runtime)
     schedules = ScheduleActivities(engine, client, settings)
+    setups = UserSetupActivities(engine, storage_for(settings, runtime))
     return [
         system.check_database,
         mail.send_mail,
@@ -63,6 +67,8 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         schedules.pause_schedule,
         schedules.stop_project_schedules,
         schedules.resume_project_schedules,
+        setups.provision_home,
+        setups.record_setup,
     ]
 
 

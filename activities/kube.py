@@ -117,12 +117,14 @@ class KubernetesRuntime:
         kinds: KindTable,
         *,
         node_host: str = "",
+        homes: tuple[str, str] | None = None,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api_client = api_client
         self.kinds = kinds
         self.node_host = node_host
+        self._homes = homes  # (NFS server, export path) of the users' homes
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
         core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
@@ -152,7 +154,10 @@ class KubernetesRuntime:
             config.load_kube_config(
                 config_file=settings.kubeconfig or None, client_configuration=configuration
             )
-        return cls(client.ApiClient(configuration), kinds, node_host=settings.node_host)
+        homes = (
+            (settings.nfs_server, settings.nfs_path.rstrip("/") + "/homes") if settings.nfs_server else None
+        )
+        return cls(client.ApiClient(configuration), kinds, node_host=settings.node_host, homes=homes)
 
     def close(self) -> None:
         self.api_client.close()
@@ -285,6 +290,7 @@ class KubernetesRuntime:
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         """Apply the Deployment or Job first: its uid is what the Secret, Services and policy point at,
         so deleting the workload takes them along. Children the spec no longer asks for are removed."""
+        spec = self._with_homes(spec)
         owner = self._apply(check_spec(self.kinds, spec).controller_manifest(spec))
         secret = secret_manifest(spec, owner)
         policy = ports_policy_manifest(spec, owner)
@@ -293,6 +299,21 @@ class KubernetesRuntime:
             self._apply(child)
         self._prune(spec, {(c["kind"], c["metadata"]["name"]) for c in children})
         return self.status(spec.project_id, spec.kind, spec.resource_id)
+
+    def _with_homes(self, spec: WorkloadSpec) -> WorkloadSpec:
+        """Home mounts learn where homes are from this runtime's settings."""
+        if not any(mount.volume_type == "home" for mount in spec.mounts):
+            return spec
+        if self._homes is None:
+            raise ValueError("a home is mounted but MLCP_NFS_SERVER is not set: homes live on the NFS export")
+        server, root = self._homes
+        mounts = [
+            mount.model_copy(update={"nfs_server": server, "nfs_path": f"{root}/{spec.owner}"})
+            if mount.volume_type == "home"
+            else mount
+            for mount in spec.mounts
+        ]
+        return spec.model_copy(update={"mounts": mounts})
 
     def _prune(self, spec: WorkloadSpec, wanted: set[tuple[str, str]]) -> None:
         namespace, selector = namespace_name(spec.project_id), pod_selector(spec.kind, spec.resource_id)

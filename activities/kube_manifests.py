@@ -311,7 +311,12 @@ def _volumes(spec: WorkloadSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True})
     claimed: dict[str, str] = {}
     for mount in spec.mounts:
-        if mount.volume_type != "nfs":
+        if mount.volume_type == "home" and mount.volume_id not in claimed:
+            # The owner's home on the NFS export (the runtime fills in where): the same in every project.
+            claimed[mount.volume_id] = "home"
+            source = {"server": mount.nfs_server, "path": mount.nfs_path, "readOnly": mount.read_only}
+            volumes.append({"name": "home", "nfs": source})
+        if mount.volume_type == "s3":
             continue  # an s3 volume reaches the pod through its bucket and identity in the environment
         if mount.volume_id not in claimed:
             # One pod volume per project volume, however many places it is mounted at.

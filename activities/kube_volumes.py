@@ -183,6 +183,17 @@ class KubernetesStorage:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(self._mount / project_id)
 
+    def ensure_home(self, username: str) -> str:
+        """Homes are folders `homes/<username>` on the NFS export, mounted inline by the pods that ask."""
+        if not self._server or self._mount is None:
+            raise ValueError(
+                "home folders on Kubernetes need MLCP_NFS_SERVER and MLCP_NFS_MOUNT (the worker makes each "
+                "home on the export it has mounted)"
+            )
+        home = self._mount / "homes" / username
+        home.mkdir(parents=True, exist_ok=True, mode=0o777)
+        return f"{self._server}:{self._export.rstrip('/')}/homes/{username}"
+
     def store_identity(self, project_id: str, keys: AccessKeys) -> None:
         self._kube.apply_object(identity_secret_manifest(project_id, keys))
 

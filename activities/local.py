@@ -38,6 +38,7 @@ from activities import local_mounts, local_supervisor
 from activities.gpu import GpuDeviceList, nvml_devices
 from activities.heartbeat import not_interrupted
 from activities.local_environment import (
+    credential_files,
     storage_environment,
     unsupported,
     workload_environment,
@@ -221,6 +222,7 @@ class LocalRuntime:
         workdir = next((mount.mount_path for mount in spec.mounts if mount.workdir), None)
         env = workload_environment(spec, gpus)
         env.update(storage_environment(spec, self.storage.identity(spec.project_id)))
+        env.update(credential_files(folder.path, spec))
         # Started and recorded as one step: a cancelled activity must not leave a process nobody records.
         with not_interrupted():
             intent = LaunchRecord(
@@ -253,6 +255,13 @@ class LocalRuntime:
     def _host_mounts(self, spec: WorkloadSpec) -> list[local_mounts.HostMount]:
         mounts = []
         for mount in spec.mounts:
+            if mount.volume_type == "home":
+                mounts.append(
+                    local_mounts.HostMount(
+                        self.storage.ensure_home_folder(spec.owner), mount.mount_path, mount.read_only
+                    )
+                )
+                continue
             if mount.volume_type != "nfs":
                 continue
             source = self.storage.volume_folder(spec.project_id, mount.volume_id)

@@ -4,8 +4,11 @@ its project for s3 mounts) and what the local runtime cannot honour of its spec.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from activities import local_mounts
+from activities.kube_manifests import AUTHORIZED_KEYS_ENV, PASSWORD_HASH_ENV
+from activities.local_supervisor import write_atomically
 from activities.object_storage import AccessKeys
 from activities.runtime import RuntimeKind
 from models.volumes import s3_bucket_variable
@@ -36,7 +39,8 @@ def unsupported(spec: WorkloadSpec, kind: RuntimeKind) -> list[str]:
         notes.append(f"GPU model {role.resources.gpu_model} is not matched: any free GPU here is handed out")
     if spec.credentials and (spec.credentials.password_hash or spec.credentials.authorized_keys):
         notes.append(
-            "credentials (password, SSH keys) are not installed: the process runs as the worker's user"
+            "credentials (password, SSH keys) are not installed for a user: the process runs as the worker's "
+            f"user and finds them in the files ${PASSWORD_HASH_ENV} and ${AUTHORIZED_KEYS_ENV}"
         )
     folders = [mount for mount in spec.mounts if mount.volume_type == "nfs"]
     if folders and local_mounts.bubblewrap() is None:
@@ -76,6 +80,25 @@ def storage_environment(spec: WorkloadSpec, keys: AccessKeys | None) -> dict[str
     workdir = next((mount.mount_path for mount in spec.mounts if mount.workdir), None)
     if workdir:
         env["MLCP_WORKDIR"] = workdir
+    return env
+
+
+def credential_files(folder: Path, spec: WorkloadSpec) -> dict[str, str]:
+    """The password hash and public keys as 0600 files in the workload's folder, as a Kubernetes Secret's
+    files are in a pod; the variables that say where they are."""
+    credentials = spec.credentials
+    if credentials is None:
+        return {}
+    env: dict[str, str] = {}
+    secrets = folder / "credentials"
+    for variable, name, text in (
+        (PASSWORD_HASH_ENV, "password-hash", credentials.password_hash or ""),
+        (AUTHORIZED_KEYS_ENV, "authorized_keys", "".join(key + "\n" for key in credentials.authorized_keys)),
+    ):
+        if text:
+            secrets.mkdir(mode=0o700, exist_ok=True)
+            write_atomically(secrets / name, text, mode=0o600)
+            env[variable] = str(secrets / name)
     return env
 
 

@@ -1,7 +1,9 @@
 """Volume mounts on the local runtime: the workload's command runs inside bubblewrap, which sees the host's
 filesystem with each volume's folder bind-mounted at its path (read-only where the mount says so).
 
-A mount point missing on the host is made before the launch and removed again, if still empty, when the
+The sandbox's root is its own: every top-level entry of the host's root is bound into it, so a mount at a
+new top-level path (`/data`, `/volumes/...`) changes nothing on the host. A mount point missing inside an
+existing host folder (`/mnt/x`) is made before the launch and removed again, if still empty, when the
 workload goes; the list is kept in the workload's folder. Where bubblewrap cannot run (not installed, or
 refused by the kernel), the workload gets a link at each path instead: it sees the files, but a read-only
 mount is not enforced, and its `unsupported` says so.
@@ -63,6 +65,8 @@ def prepare(folder: Path, mounts: list[HostMount], link: bool) -> list[Path]:
     for mount in mounts:
         target = Path(mount.target)
         missing = _missing_parts(target)
+        if not link and missing and missing[0].parent == Path("/"):
+            continue  # bubblewrap makes it in the sandbox's own root
         for part in missing[:-1] if link else missing:
             part.mkdir()
             made.append(part)
@@ -87,11 +91,24 @@ def clean_up(folder: Path) -> None:
                 path.rmdir()  # only when empty: a workload's files are never removed
 
 
+def _host_root() -> list[str]:
+    """The host's root, entry by entry, into the sandbox's own (links stay links)."""
+    arguments: list[str] = []
+    for entry in sorted(Path("/").iterdir()):
+        if entry.is_symlink():
+            arguments += ["--symlink", str(entry.readlink()), str(entry)]
+        elif entry.name == "proc":
+            arguments += ["--proc", "/proc"]
+        else:
+            arguments += ["--dev-bind", str(entry), str(entry)]
+    return arguments
+
+
 def wrapped(command: list[str], mounts: list[HostMount], workdir: str | None) -> list[str]:
     binary = bubblewrap()
     if binary is None or not mounts:
         return command
-    arguments = [binary, "--dev-bind", "/", "/", "--die-with-parent"]
+    arguments = [binary, "--die-with-parent", *_host_root()]
     for mount in mounts:
         arguments += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
     if workdir:

@@ -55,6 +55,10 @@ class VolumeStorage(Protocol):
 
     def delete_project_volumes(self, project_id: str) -> None: ...
 
+    def ensure_home(self, username: str) -> str:
+        """Make the user's home folder; where it is, for operators."""
+        ...
+
     def store_identity(self, project_id: str, keys: AccessKeys) -> None: ...
 
     def identity(self, project_id: str) -> AccessKeys | None: ...
@@ -118,6 +122,15 @@ class LocalStorage:
     def delete_project_volumes(self, project_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.project_folder(project_id))
+
+    def ensure_home(self, username: str) -> str:
+        return str(self.ensure_home_folder(username))
+
+    def ensure_home_folder(self, username: str) -> Path:
+        self.homes.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home = self.home_folder(username)
+        home.mkdir(exist_ok=True, mode=0o777)
+        return home
 
     def store_identity(self, project_id: str, keys: AccessKeys) -> None:
         folder = self.project_folder(project_id)

@@ -338,14 +338,33 @@ async def _serve(config: TransferConfig, port_file: Path | None) -> None:
         await server.stop()
 
 
+CONFIG_ENV = "MLCP_TRANSFER_CONFIG"  # a TransferConfig's JSON without its password hash
+PASSWORD_HASH_FILE_ENV = "MLCP_PASSWORD_HASH_FILE"  # where the runtime put the hash (a Secret's file)
+
+
+def config_from_environment(environ: dict[str, str]) -> TransferConfig:
+    """The config a runtime gives a transfer workload: JSON in the environment, the hash in a file."""
+    try:
+        data = json.loads(environ[CONFIG_ENV])
+        data["password_hash"] = Path(environ[PASSWORD_HASH_FILE_ENV]).read_text().strip()
+    except (KeyError, OSError, ValueError) as exc:
+        raise SystemExit(
+            f"transfer service: no usable {CONFIG_ENV} and {PASSWORD_HASH_FILE_ENV}: {exc}"
+        ) from exc
+    return TransferConfig.from_json(json.dumps(data))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SFTP transfer service over a project's volumes")
-    parser.add_argument("--config", type=Path, required=True, help="JSON file of a TransferConfig")
+    parser.add_argument("--config", type=Path, help=f"JSON file of a TransferConfig; else ${CONFIG_ENV}")
     parser.add_argument("--port-file", type=Path, help="where to write the bound port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    config = TransferConfig.from_json(args.config.read_text())
+    if args.config is not None:
+        config = TransferConfig.from_json(args.config.read_text())
+    else:
+        config = config_from_environment(dict(os.environ))
     asyncio.run(_serve(config, args.port_file))
     return 0
 

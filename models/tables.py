@@ -8,6 +8,8 @@ from models.jobs import Job, JobLog
 from models.mail import MailRecord
 from models.projects import ApplicationRecord, Project, ProjectMember
 from models.schedules import Schedule, ScheduleRun
+from models.transfers import Transfer
+from models.user_setup import UserSetup
 from models.volumes import StorageIdentity, StorageSettings, Volume
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "Spec",
     "StorageIdentity",
     "StorageSettings",
+    "Transfer",
     "User",
+    "UserSetup",
     "Volume",
 ]

@@ -97,12 +97,14 @@ class VolumeMount(BaseModel):
     (on Kubernetes the claim `volume-<id>`, locally a folder under the home folder), never taken from input.
     An s3 volume reaches the workload through its bucket and the project's identity in the environment."""
 
-    volume_id: str = Field(pattern=r"^[a-z][a-z0-9]{0,31}$")
-    volume_type: str = Field("nfs", pattern=r"^(nfs|s3)$")
+    volume_id: str = Field(pattern=r"^[a-z][a-z0-9]{0,31}$")  # `home`: the owner's home (volume_type home)
+    volume_type: str = Field("nfs", pattern=r"^(nfs|s3|home)$")
     mount_path: str = Field(min_length=2, max_length=1024, examples=["/data", "/home/alice"])
     sub_path: str = Field("", max_length=1024, description="A folder inside the volume; empty: all of it")
     read_only: bool = False
     workdir: bool = False  # the default Jupyter working directory
+    nfs_server: str = ""  # a home on Kubernetes: where the runtime mounts it from (its settings)
+    nfs_path: str = ""
 
     @field_validator("mount_path", "sub_path")
     @classmethod

@@ -13,7 +13,7 @@ else branches on a kind's name, and a runtime refuses a name not registered here
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -26,6 +26,7 @@ from activities.jobs import JobActivities
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_status import job_outcome
 from activities.runtime import RuntimeKind, WorkloadRuntime
+from activities.transfers import TransferRecords
 from activities.volumes import VolumeActivities
 from config import Settings
 from models.containers import (
@@ -37,10 +38,12 @@ from models.containers import (
     ContainerStatus,
 )
 from models.jobs import Job, JobDetail, JobInput, JobPublic, JobState, JobStatus
+from models.transfers import Transfer, TransferPublic
 from models.volumes import Volume, VolumePublic, VolumeStatus
 from models.workload_lifecycle import WorkloadLifecycleState, WorkloadRecord
 from workflows.container import ContainerWorkflow
 from workflows.job import JobWorkflow
+from workflows.transfer import TransferWorkflow
 from workflows.volume import VolumeWorkflow
 from workflows.workload import WorkloadLifecycle, workload_workflow_id
 
@@ -120,7 +123,22 @@ JOB = WorkloadKind(
     api_module="api.routers.jobs",
 )
 
-KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB)
+# A transfer service lives as a container does; only its name, read model, workflow and routes differ.
+TRANSFER = replace(
+    CONTAINER,
+    name=TransferWorkflow.kind,
+    plural="transfer",
+    id_letter="t",
+    table=Transfer,
+    public=TransferPublic,
+    detail=TransferPublic,
+    workflow=TransferWorkflow,
+    activities=lambda engine, _: [TransferRecords(engine).record_transfer],
+    runtime=replace(CONTAINER.runtime, name=TransferWorkflow.kind),
+    api_module="api.routers.transfers",
+)
+
+KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB, TRANSFER)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from activities.object_storage import bucket_name
 from config import Settings
+from models.user_setup import HOME_VOLUME, SetupStatus, UserSetup
 from models.volumes import MountRequest, Volume, VolumePermission, VolumeStatus, s3_bucket_variable
 from models.workloads import VolumeMount
 from services.errors import invalid
@@ -23,6 +24,9 @@ def resolve_mounts(
     resolved = []
     for index, mount in enumerate(mounts):
         where = f"{field}[{index}].volume_id"
+        if mount.volume_id == HOME_VOLUME:
+            resolved.append(_home_mount(session, owner_id, mount, where))
+            continue
         row = session.get(Volume, mount.volume_id)
         if row is None or row.project_id != project_id or row.status == VolumeStatus.deleted:
             raise invalid(where, f"the project has no volume {mount.volume_id!r}")
@@ -43,6 +47,20 @@ def resolve_mounts(
             )
         )
     return resolved
+
+
+def _home_mount(session: Session, owner_id: str, mount: MountRequest, where: str) -> VolumeMount:
+    setup = session.get(UserSetup, owner_id)
+    if setup is None or setup.status != SetupStatus.ready:
+        state = "not set up" if setup is None else f"{setup.status}: {setup.message}"
+        raise invalid(where, f"the owner's home is not ready ({state}); a platform admin can retry the setup")
+    return VolumeMount(
+        volume_id=HOME_VOLUME,
+        volume_type="home",
+        mount_path=mount.path,
+        read_only=mount.read_only,
+        workdir=mount.workdir,
+    )
 
 
 def s3_environment(settings: Settings, project_id: str, mounts: list[VolumeMount]) -> dict[str, str]:

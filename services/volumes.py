@@ -8,19 +8,11 @@ seen at once. Everything the storage itself does is the VolumeWorkflow's (workfl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
 from sqlmodel import Session, col, func, select
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.object_storage import bucket_name
@@ -56,8 +48,7 @@ from services.access import changes_everything_in, require_member, sees_everythi
 from services.errors import Unavailable, conflict, forbidden, invalid, not_found
 from services.kinds import VOLUME
 from services.projects import project_handle
-from services.workloads import RECORD_WAIT, resource_id, run_update
-from workflows import search_attributes
+from services.workloads import resource_id, run_update, start_recorded
 from workflows.project import ProjectWorkflow
 from workflows.volume import VolumeWorkflow, volume_workflow_id
 
@@ -214,6 +205,30 @@ def _new_name_free(session: Session, project_id: str, name: str) -> None:
         raise conflict(f"the project already has a volume named {name!r}", "name")
 
 
+def new_volume(
+    project_id: str,
+    volume_id: str,
+    user: User,
+    name: str,
+    type: VolumeType,
+    capacity_gb: float | None,
+    permission: VolumePermission,
+) -> VolumeState:
+    """A volume's first state, owned by `user`; its capacity is what the ledger holds for it."""
+    return VolumeState(
+        id=volume_id,
+        project_id=project_id,
+        name=name,
+        type=type,
+        capacity_gb=capacity_gb,
+        owner=user.username,
+        owner_id=user.id,
+        permission=permission,
+        reserved_gb=capacity_gb or 0,
+        bucket=bucket_name(project_id, volume_id) if type == VolumeType.s3 else "",
+    )
+
+
 async def create_volume(
     client: Client,
     session: Session,
@@ -236,18 +251,7 @@ async def create_volume(
     if body.capacity_gb is not None:
         _check_capacity(session, body.capacity_gb)
     _new_name_free(session, project_id, body.name)
-    state = VolumeState(
-        id=volume_id,
-        project_id=project_id,
-        name=body.name,
-        type=body.type,
-        capacity_gb=body.capacity_gb,
-        owner=user.username,
-        owner_id=user.id,
-        permission=body.permission,
-        reserved_gb=body.capacity_gb or 0,
-        bucket=bucket_name(project_id, volume_id) if body.type == VolumeType.s3 else "",
-    )
+    state = new_volume(project_id, volume_id, user, body.name, body.type, body.capacity_gb, body.permission)
     return await _start(client, session, settings, project, user, state)
 
 
@@ -274,19 +278,10 @@ async def clone_volume(
     _new_name_free(session, project_id, body.name)
     project = session.get(Project, project_id)
     assert project is not None
-    state = VolumeState(
-        id=clone_id,
-        project_id=project_id,
-        name=body.name,
-        type=source.type,
-        capacity_gb=source.capacity_gb,
-        owner=user.username,
-        owner_id=user.id,
-        permission=source.permission,
-        cloned_from=source.id,
-        reserved_gb=source.capacity_gb or 0,
-        bucket=bucket_name(project_id, clone_id) if source.type == VolumeType.s3 else "",
+    state = new_volume(
+        project_id, clone_id, user, body.name, source.type, source.capacity_gb, source.permission
     )
+    state.cloned_from = source.id
     return await _start(client, session, settings, project, user, state)
 
 
@@ -299,33 +294,21 @@ async def _start(
         )
     release_connection(session)
     await _hold(client, project.id, state.id, user, state.reserved_gb)
-    start = WithStartWorkflowOperation(
-        VolumeWorkflow.run,
-        VolumeInput(state=state, timings=VolumeTimings(usage_interval=_usage_interval(settings))),
-        id=volume_workflow_id(state.id),
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(search_attributes.PROJECT, project.id),
-                SearchAttributePair(search_attributes.OWNER, user.username),
-                SearchAttributePair(search_attributes.KIND, VOLUME.name),
-                SearchAttributePair(search_attributes.STATUS, state.status.value),
-            ]
-        ),
-        static_summary=f"{state.type.value} volume {state.name} in project {project.id}",
-    )
     try:
-        async with asyncio.timeout(RECORD_WAIT.total_seconds()):
-            await client.execute_update_with_start_workflow(
-                VolumeWorkflow.recorded, start_workflow_operation=start
-            )
-    except WorkflowAlreadyStartedError:
-        with contextlib.suppress(WorkflowAlreadyStartedError):
-            await start.workflow_handle()
-    except TimeoutError as exc:
-        raise Unavailable(f"volume {state.id} was accepted but is not recorded yet; list it later") from exc
+        await start_recorded(
+            client,
+            VOLUME,
+            VolumeInput(state=state, timings=VolumeTimings(usage_interval=_usage_interval(settings))),
+            resource_id=state.id,
+            task_queue=settings.temporal_task_queue,
+            project_id=project.id,
+            owner=user.username,
+            status=state.status.value,
+            summary=f"{state.type.value} volume {state.name} in project {project.id}",
+            recorded=VolumeWorkflow.recorded,
+        )
+    except Unavailable:
+        raise  # accepted: the workflow holds the capacity and gives it back
     except BaseException:
         await _release(client, project.id, state.id)  # nothing half-made: the hold goes back
         raise

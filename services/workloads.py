@@ -121,7 +121,7 @@ async def run_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any, *,
 
 async def start_recorded(
     client: Client,
-    kind: WorkloadKind,
+    kind: WorkloadKind | DataKind,
     input: BaseModel,
     *,
     resource_id: str,
@@ -130,9 +130,11 @@ async def start_recorded(
     owner: str,
     status: str,
     summary: str,
+    recorded: Any = WorkloadLifecycle.recorded,
 ) -> None:
-    """Start a workload's workflow and return once its row is recorded. Unavailable (503) if the row is
-    not there within RECORD_WAIT: the workload still starts; it shows in the list later."""
+    """Start a kind's workflow and return once its row is recorded (its `recorded` update answers).
+    Unavailable (503) if the row is not there within RECORD_WAIT: it still starts; it shows in the list
+    later."""
     workflow_id = kind.workflow_id(resource_id)
     start = WithStartWorkflowOperation(
         kind.workflow.run,  # type: ignore[attr-defined]
@@ -153,9 +155,7 @@ async def start_recorded(
     )
     try:
         async with asyncio.timeout(RECORD_WAIT.total_seconds()):
-            await client.execute_update_with_start_workflow(
-                WorkloadLifecycle.recorded, start_workflow_operation=start
-            )
+            await client.execute_update_with_start_workflow(recorded, start_workflow_operation=start)
     except WorkflowAlreadyStartedError:
         # Finished long ago, so recorded. Collect the operation's own copy of the error too.
         with contextlib.suppress(WorkflowAlreadyStartedError):

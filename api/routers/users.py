@@ -8,7 +8,18 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
-from api.deps import AdminUser, CurrentToken, CurrentUser, Limit, Offset, PathId, SessionDep
+from api.deps import (
+    AdminUser,
+    CurrentToken,
+    CurrentUser,
+    Limit,
+    Offset,
+    OptionalTemporalDep,
+    PathId,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+)
 from api.errors import ApiError
 from api.security import generate_password, hash_password, verify_password
 from models.accounts import (
@@ -23,6 +34,8 @@ from models.accounts import (
     UserUpdate,
 )
 from models.base import Page, utcnow
+from models.user_setup import UserSetupPublic
+from services import user_setup
 from services.errors import conflict, not_found
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -59,8 +72,29 @@ def change_my_password(
     return Response(status_code=204)
 
 
-@router.post("", response_model=UserPublic, status_code=201)
-def create_user(body: UserCreate, _: AdminUser, session: SessionDep) -> UserPublic:
+@router.get(
+    "/me/setup",
+    response_model=UserSetupPublic,
+    description="Your account's setup (開通服務): `provisioning` (開通中), `ready` (已開通) or `failed` "
+    "with why.",
+)
+def my_setup(user: CurrentUser, session: SessionDep) -> UserSetupPublic:
+    return UserSetupPublic.model_validate(user_setup.setup_of(session, user), from_attributes=True)
+
+
+@router.post(
+    "",
+    response_model=UserPublic,
+    status_code=201,
+    description="Create an account; its setup (home storage) starts at once: see GET /users/{id}/setup.",
+)
+async def create_user(
+    body: UserCreate,
+    _: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    client: OptionalTemporalDep,
+) -> UserPublic:
     if session.exec(select(User).where(User.username == body.username)).first():
         raise conflict(f"username {body.username!r} is taken", "username")
     user = User(
@@ -72,6 +106,10 @@ def create_user(body: UserCreate, _: AdminUser, session: SessionDep) -> UserPubl
     )
     session.add(user)
     session.commit()
+    if client is None:
+        user_setup.record_unstarted(session, user, "the workflow engine was unreachable; retry the setup")
+    else:
+        await user_setup.retry_setup(client, session, settings, user)
     return _public(user)
 
 
@@ -148,3 +186,25 @@ def reset_password(
     revoke_tokens(session, user.id)
     session.commit()
     return PasswordResetResult(generated_password=generated)
+
+
+@router.get(
+    "/{user_id}/setup", response_model=UserSetupPublic, description="A user's setup (platform admins)."
+)
+def read_setup(user_id: PathId, _: AdminUser, session: SessionDep) -> UserSetupPublic:
+    user = _get_user(session, user_id)
+    return UserSetupPublic.model_validate(user_setup.setup_of(session, user), from_attributes=True)
+
+
+@router.post(
+    "/{user_id}/setup",
+    response_model=UserSetupPublic,
+    status_code=202,
+    description="Run a user's setup again (after `failed`, or for an account made before setups existed).",
+)
+async def retry_setup(
+    user_id: PathId, _: AdminUser, session: SessionDep, settings: SettingsDep, client: TemporalDep
+) -> UserSetupPublic:
+    user = _get_user(session, user_id)
+    row = await user_setup.retry_setup(client, session, settings, user)
+    return UserSetupPublic.model_validate(row, from_attributes=True)

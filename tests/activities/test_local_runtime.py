@@ -369,7 +369,8 @@ def test_unsupported_says_plainly_what_a_host_process_cannot_honour() -> None:
         "vcpu/ram limits are not enforced: the process shares the host's CPUs and memory",
         "shared memory size is not set: the process uses the host's /dev/shm",
         "GPU model A100 is not matched: any free GPU here is handed out",
-        "credentials (password, SSH keys) are not installed: the process runs as the worker's user",
+        "credentials (password, SSH keys) are not installed for a user: the process runs as the worker's "
+        "user and finds them in the files $MLCP_PASSWORD_HASH_FILE and $MLCP_AUTHORIZED_KEYS_FILE",
     ]
 
 

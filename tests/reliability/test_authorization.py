@@ -68,6 +68,8 @@ OWNERS_CHANGE = cells(401, 404, 404, OK, 404, 403, 401, 401)
 # Job templates are the project's shared recipes: every member sees them, their owner changes them.
 TEMPLATE_CHANGE = cells(401, 404, 403, OK, 404, 403, 401, 401)
 APPLICANTS = cells(401, 404, 404, OK, 404, 403, 401, 401)
+# A member's own transfer service (the POST row before makes one for the member and the project's admin).
+TRANSFER_OWN = cells(401, 404, OK, OK, 404, 404, 401, 401)
 
 
 @dataclass
@@ -191,6 +193,9 @@ TABLE = [
         lambda w: {"username": f"u{uuid.uuid4().hex[:8]}", "password": "a-long-password"},
     ),
     Row("GET", "/api/v1/users", PLATFORM_ADMINS),
+    Row("GET", "/api/v1/users/me/setup", SIGNED_IN),
+    Row("GET", "/api/v1/users/{user_id}/setup", PLATFORM_ADMINS, shared={"user_id": "user"}),
+    Row("POST", "/api/v1/users/{user_id}/setup", PLATFORM_ADMINS, fresh={"user_id": "user"}),
     Row("GET", "/api/v1/users/{user_id}", PLATFORM_ADMINS, shared={"user_id": "user"}),
     Row(
         "PATCH",
@@ -317,6 +322,9 @@ TABLE = [
         shared={"volume_id": "volume"},
     ),
     Row("GET", P + "/volumes/{volume_id}/credentials", PROJECT_MEMBERS, shared={"volume_id": "volume"}),
+    Row("POST", P + "/transfer", PROJECT_MEMBERS, lambda w: {"password": "sftp-pass-123"}),
+    Row("GET", P + "/transfer", TRANSFER_OWN),
+    Row("DELETE", P + "/transfer", TRANSFER_OWN),
     Row("GET", "/api/v1/admin/storage-settings", PLATFORM_ADMINS),
     Row("PUT", "/api/v1/admin/storage-settings", PLATFORM_ADMINS, lambda w: {"max_volume_gb": 500}),
     Row(

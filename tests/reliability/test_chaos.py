@@ -239,14 +239,24 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             assert created.status_code == 201, created.text
             volumes[name] = created.json()["id"]
 
+        # Bob's transfer service over them, stopped along the way.
+        started = await api.post(f"{url}/transfer", headers=people["bob"], json={"password": "sftp-pass-123"})
+        assert started.status_code == 201, started.text
+        transfer_id = started.json()["id"]
+
         doomed_jobs = rng.sample([i for i, k in kinds.items() if k == "job"], JOBS_DELETED)
 
         async def delete_along_the_way() -> None:
             """Containers go, one by one, whatever state they are in; two jobs are stopped mid-way."""
             order = [i for i, k in kinds.items() if k == "container"] + doomed_jobs + [volumes["drop"]]
+            order.append(transfer_id)
             rng.shuffle(order)
             for resource_id in order:
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
+                if resource_id == transfer_id:
+                    stopped = await api.delete(f"{url}/transfer", headers=people["bob"])
+                    assert stopped.status_code == 200, stopped.text
+                    continue
                 plural = {"container": "containers", "job": "jobs"}.get(kinds.get(resource_id, ""), "volumes")
                 owner = people["bob"] if plural == "jobs" else people["alice"]
                 deleted = await api.delete(f"{url}/{plural}/{resource_id}", headers=owner)
@@ -274,6 +284,12 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             stuck = {i: s for i, s in seen.items() if i not in ended_at}
             raise AssertionError(f"not ended: {stuck}\n{worker.output()}") from None
         last_end = max(ended_at.values())
+
+        async def transfer_gone() -> bool:
+            return (await api.get(f"{url}/transfer", headers=people["bob"])).status_code == 404
+
+        await eventually(transfer_gone, 60)
+        await check_heartbeats(client, [transfer_id], {transfer_id: "transfer"})
 
         async def ledger_empty() -> bool:
             panel = (await api.get(url, headers=people["alice"])).json()["quota_panel"]

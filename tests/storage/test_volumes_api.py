@@ -4,62 +4,45 @@
 from __future__ import annotations
 
 import io
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 from minio import Minio
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from temporalio.testing import WorkflowEnvironment
 
 from activities.local_mounts import bubblewrap
 from activities.object_storage import ObjectStore
-from api.app import create_app
 from config import Settings
 from embedded_s3 import S3Admin
-from models.accounts import PlatformRole
+from tests.api import test_projects
 from tests.api.test_containers import active_project, make_spec
 from tests.api.test_jobs import create as create_job
 from tests.api.test_jobs import job_body, wait_status
 from tests.api.test_projects import Headers, eventually
-from tests.conftest import make_user, sign_in
-from worker import build_worker
+from tests.conftest import sign_in
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture
-async def platform(
-    settings: Settings, engine: Engine, dev_server_env: WorkflowEnvironment, seaweedfs: S3Admin
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings.model_copy(
+def settings(settings: Settings, seaweedfs: S3Admin) -> Settings:
+    """The platform's settings pointed at the tests' SeaweedFS server."""
+    return settings.model_copy(
         update={
-            "temporal_task_queue": "vol-" + uuid.uuid4().hex[:8],
             "s3_endpoint": seaweedfs.endpoint,
             "s3_access_key": seaweedfs.access_key,
             "s3_secret_key": SecretStr(seaweedfs.secret_key),
         }
     )
-    app = create_app(settings, engine=engine, temporal=dev_server_env.client)
-    async with (
-        build_worker(dev_server_env.client, settings, engine),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://mlcp.test", timeout=30
-        ) as client,
-    ):
-        yield client
 
 
-@pytest.fixture
-async def people(platform: httpx.AsyncClient, engine: Engine) -> dict[str, Headers]:
-    make_user(engine, "root", PlatformRole.admin)
-    for name in ("alice", "bob", "carol"):
-        make_user(engine, name)
-    return {name: await sign_in(platform, name) for name in ("root", "alice", "bob", "carol")}
+# The API with a real worker, and signed-in people, as the project tests set them up.
+platform = test_projects.platform
+people = test_projects.people
 
 
 def volumes_url(project_id: str) -> str:
@@ -148,9 +131,12 @@ async def test_s3_volumes_capacity_rules_credentials_and_deletion_with_the_proje
         return store.buckets_with_prefix(f"mlcp-{project['id']}-") == []
 
     await eventually(gone, 60)
-    root = people["root"]
-    listed = (await platform.get(url, headers=root, params={"status": "deleted"})).json()
-    assert listed["total"] == 2
+
+    async def recorded() -> bool:
+        listed = await platform.get(url, headers=people["root"], params={"status": "deleted"})
+        return bool(listed.json()["total"] == 2)
+
+    await eventually(recorded, 30)
 
 
 @pytest.mark.skipif(bubblewrap() is None, reason="bubblewrap cannot run here: mounts become links")
@@ -228,3 +214,117 @@ async def test_nfs_volumes_are_really_mounted_with_their_permission(
     assert container.status_code == 201, container.text
     busy = await platform.delete(f"{volumes_url(project['id'])}/{shared['id']}", headers=alice)
     assert busy.status_code == 409 and container.json()["id"] in busy.json()["message"]
+
+
+@pytest.mark.skipif(bubblewrap() is None, reason="bubblewrap cannot run here: mounts become links")
+async def test_the_transfer_service_serves_the_members_volumes_over_sftp(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine, settings: Settings
+) -> None:
+    alice, bob = people["alice"], people["bob"]
+    project = await active_project(platform, people)
+    base = f"/api/v1/projects/{project['id']}"
+    shared = await available(platform, alice, project["id"], {"name": "shared", "type": "nfs"})
+    papers = await available(
+        platform, bob, project["id"], {"name": "papers", "type": "nfs", "permission": "project_read"}
+    )
+    await available(platform, bob, project["id"], {"name": "bobs", "type": "nfs", "permission": "owner"})
+
+    short = await platform.post(f"{base}/transfer", headers=alice, json={"password": "short"})
+    assert short.status_code == 422 and short.json()["field"] == "password"
+    started = await platform.post(f"{base}/transfer", headers=alice, json={"password": "sftp-pass-123"})
+    assert started.status_code == 201, started.text
+    assert {(v["name"], v["read_only"]) for v in started.json()["volumes"]} == {
+        ("shared", False),
+        ("papers", True),
+    }
+    again = await platform.post(f"{base}/transfer", headers=alice, json={"password": "sftp-pass-123"})
+    assert again.status_code == 409
+    shown: dict[str, Any] = {}
+
+    async def running() -> bool:
+        shown.update((await platform.get(f"{base}/transfer", headers=alice)).json())
+        return shown["status"] in ("running", "failed")
+
+    await eventually(running, 30)
+    assert shown["status"] == "running", shown
+    assert shown["connect"] == f"sftp -P {shown['port']} alice@127.0.0.1"
+    assert (await platform.get(f"{base}/transfer", headers=bob)).status_code == 404  # bob has none
+
+    async def connected() -> bool:
+        try:
+            conn = await asyncssh.connect(
+                "127.0.0.1", shown["port"], username="alice", password="sftp-pass-123", known_hosts=None
+            )
+        except OSError:
+            return False
+        conn.close()
+        return True
+
+    await eventually(connected, 20)  # the process listens a moment after it starts
+    async with (
+        asyncssh.connect(
+            "127.0.0.1", shown["port"], username="alice", password="sftp-pass-123", known_hosts=None
+        ) as conn,
+        conn.start_sftp_client() as sftp,
+    ):
+        assert sorted(await sftp.listdir("/")) == [".", "..", "papers", "shared"] or sorted(
+            await sftp.listdir("/")
+        ) == ["papers", "shared"]
+        async with sftp.open("/shared/upload.txt", "w") as handle:
+            await handle.write("from sftp")
+        with pytest.raises(asyncssh.SFTPError):
+            async with sftp.open("/papers/nope.txt", "w") as handle:
+                await handle.write("refused")
+        with pytest.raises(asyncssh.SFTPError):
+            await sftp.open("/shared/../../etc/passwd")
+    stored = settings.home.resolve() / "volumes" / f"mlcp-{project['id']}" / shared["id"] / "upload.txt"
+    assert stored.read_text() == "from sftp"
+    assert papers["id"] not in str(stored)
+
+    stopped = await platform.delete(f"{base}/transfer", headers=alice)
+    assert stopped.status_code == 200, stopped.text
+
+    async def gone() -> bool:
+        return (await platform.get(f"{base}/transfer", headers=alice)).status_code == 404
+
+    await eventually(gone, 30)
+
+
+@pytest.mark.skipif(bubblewrap() is None, reason="bubblewrap cannot run here: mounts become links")
+async def test_user_setup_provisions_a_home_that_workloads_mount(
+    platform: httpx.AsyncClient, people: dict[str, Headers], engine: Engine, settings: Settings
+) -> None:
+    root, bob = people["root"], people["bob"]
+    created = await platform.post(
+        "/api/v1/users", headers=root, json={"username": "dora", "password": "dora-pass-123"}
+    )
+    assert created.status_code == 201, created.text
+    dora = await sign_in(platform, "dora", "dora-pass-123")
+
+    async def ready(who: Headers) -> bool:
+        return bool((await platform.get("/api/v1/users/me/setup", headers=who)).json()["status"] == "ready")
+
+    await eventually(lambda: ready(dora), 20)
+    assert (settings.home.resolve() / "homes" / "dora").is_dir()
+
+    # Bob's account was made before setups ran: his home cannot be mounted until an admin runs it.
+    project = await active_project(platform, people)
+    spec = make_spec(engine)
+    body = job_body(
+        spec,
+        name="athome",
+        command="echo notes > /home/bob/notes.txt",
+        mounts=[{"volume_id": "home", "path": "/home/bob"}],
+    )
+    refused = await platform.post(f"/api/v1/projects/{project['id']}/jobs", headers=bob, json=body)
+    assert refused.status_code == 422 and refused.json()["field"] == "mounts[0].volume_id"
+    assert (await platform.get("/api/v1/users/me/setup", headers=bob)).json()["reason"] == "NotSetUp"
+    bob_id = (await platform.get("/api/v1/users/me", headers=bob)).json()["id"]
+    retried = await platform.post(f"/api/v1/users/{bob_id}/setup", headers=root)
+    assert retried.status_code == 202, retried.text
+    await eventually(lambda: ready(bob), 20)
+
+    job = await create_job(platform, bob, project["id"], **body)
+    done = await wait_status(platform, bob, project["id"], job["id"], "succeeded", "failed")
+    assert done["status"] == "succeeded", done
+    assert (settings.home.resolve() / "homes" / "bob" / "notes.txt").read_text() == "notes\n"
