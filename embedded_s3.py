@@ -26,6 +26,15 @@ HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0  # SeaweedFS may take far longer on SIGTERM; its data is safe on SIGKILL too
 ADMIN_NAME = "mlcp-admin"
+# SeaweedFS enforces bucket quotas only when this runs: a bucket over its quota turns read-only (reads and
+# deletes keep working) until it is under again. The master runs it from master.toml every minute.
+ENFORCE_QUOTAS = "lock\ns3.bucket.quota.enforce -apply\nunlock"
+MASTER_TOML = f"""[master.maintenance]
+scripts = \"\"\"
+{ENFORCE_QUOTAS}
+\"\"\"
+sleep_minutes = 1
+"""
 
 
 def weed_binary() -> Path:
@@ -145,6 +154,23 @@ class EmbeddedS3:
         raise RuntimeError(
             f"SeaweedFS did not answer on {admin.endpoint} within {START_TIMEOUT_SECONDS:.0f} s ({last})"
         )
+
+    def enforce_quotas(self) -> str:
+        """Run the quota enforcement the master runs every minute, now; what it said."""
+        done = subprocess.run(
+            [
+                str(weed_binary()),
+                "shell",
+                f"-master={HOST}:{self.ports['master']}",
+                f"-filer={HOST}:{self.ports['filer']}",
+            ],
+            input=ENFORCE_QUOTAS + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return done.stdout + done.stderr
 
     async def stop(self) -> None:
         process = self.process

@@ -219,3 +219,10 @@ class StorageSettingsPublic(BaseModel):
 
 class StorageSettingsUpdate(RequestModel):
     max_volume_gb: CapacityGb | None = Field(None, description="Per s3 volume; null: unlimited")
+
+
+class StorageIdentityPublic(BaseModel):
+    project_id: str
+    access_key: str
+    secret_pending: bool  # the next credentials call shows the secret key
+    rotated_at: datetime

@@ -209,8 +209,8 @@ def public(session: Session, row: Transfer) -> TransferPublic:
 
 async def delete_transfer(client: Client, session: Session, project_id: str, user: User) -> TransferPublic:
     row = mine(session, project_id, user)
-    await delete(client, session, TRANSFER, row, user)
+    answer = await delete(client, session, TRANSFER, row, user)
     session.expire_all()
     fresh = session.get(Transfer, row.id)
     assert fresh is not None
-    return public(session, fresh)
+    return public(session, fresh).model_copy(update={"status": answer.status, "message": answer.message})

@@ -16,7 +16,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.object_storage import bucket_name
-from activities.storage import VolumeStorage
 from config import Settings
 from models.accounts import User
 from models.base import Page, utcnow
@@ -25,12 +24,10 @@ from models.lifecycle import AdmitRequest, ProjectStatus, Quota, WorkloadEvent
 from models.projects import Project, ProjectMember
 from models.volumes import (
     LIVE_VOLUME_STATUSES,
-    StorageIdentity,
     StorageSettings,
     Volume,
     VolumeClone,
     VolumeCreate,
-    VolumeCredentials,
     VolumeDelete,
     VolumeExpand,
     VolumeInput,
@@ -44,7 +41,12 @@ from models.volumes import (
     VolumeType,
     VolumeUpdate,
 )
-from services.access import changes_everything_in, require_member, sees_everything_in, visible_project
+from services.access import (
+    changes_everything_in,
+    require_member,
+    sees_everything_in,
+    visible_project,
+)
 from services.errors import Unavailable, conflict, forbidden, invalid, not_found
 from services.kinds import VOLUME
 from services.projects import project_handle
@@ -416,40 +418,3 @@ async def delete_volume(
     fresh = session.get(Volume, volume_id)
     assert fresh is not None
     return public(fresh)
-
-
-# ---- S3 credentials ---------------------------------------------------------------------------------
-
-
-def credentials(
-    session: Session, storage: VolumeStorage, settings: Settings, project_id: str, volume_id: str, user: User
-) -> VolumeCredentials:
-    """The project's S3 identity for an s3 volume; the secret key only the first time it is asked for."""
-    row, members = readable_volume(session, project_id, volume_id, user)
-    require_member(members, user, "read storage credentials")
-    if row.type != VolumeType.s3:
-        raise conflict(f"volume {row.id} is an nfs volume: it has no S3 credentials; mount it instead")
-    identity = session.get(StorageIdentity, project_id, with_for_update=True)
-    if identity is None:
-        raise conflict(
-            f"the project's S3 identity is being made with volume {row.id}; ask again once it is available"
-        )
-    secret: str | None = None
-    note = "the secret key was shown once already; a project admin can rotate the keys to see a new one"
-    if identity.secret_pending:
-        keys = storage.identity(project_id)
-        if keys is None:
-            raise conflict("the project's S3 identity is not stored yet; ask again in a moment")
-        secret, note = keys.secret_key, "store the secret key now: it is not shown again"
-        identity.secret_pending = False
-        session.add(identity)
-        session.commit()
-    return VolumeCredentials(
-        endpoint=settings.s3_public_endpoint or settings.s3_endpoint,
-        secure=settings.s3_secure,
-        region=settings.s3_region,
-        bucket=bucket_name(project_id, row.id),
-        access_key=identity.access_key,
-        secret_key=secret,
-        note=note,
-    )

@@ -18,6 +18,7 @@ from api.deps import (
 from api.workload_routes import IdempotencyKey
 from models.base import Page
 from models.volumes import (
+    StorageIdentityPublic,
     StorageSettingsPublic,
     StorageSettingsUpdate,
     VolumeClone,
@@ -30,7 +31,7 @@ from models.volumes import (
     VolumeType,
     VolumeUpdate,
 )
-from services import volumes
+from services import storage_access, volumes
 from services.runtimes import storage_for
 
 router = APIRouter(tags=["volumes"])
@@ -164,7 +165,22 @@ def volume_credentials(
     runtime: RuntimeDep,
 ) -> VolumeCredentials:
     storage = storage_for(settings, runtime)
-    return volumes.credentials(session, storage, settings, project_id, volume_id, user)
+    return storage_access.credentials(session, storage, settings, project_id, volume_id, user)
+
+
+@router.post(
+    "/api/v1/projects/{project_id}/storage-identity/rotate",
+    response_model=StorageIdentityPublic,
+    description="New keys for the project's S3 identity (project admins): the old keys stop working, and the "
+    "next credentials call shows the new secret key once.",
+)
+def rotate_storage_identity(
+    project_id: PathId, user: CurrentUser, session: SessionDep, settings: SettingsDep, runtime: RuntimeDep
+) -> StorageIdentityPublic:
+    identity = storage_access.rotate_identity(
+        session, storage_for(settings, runtime), settings, project_id, user
+    )
+    return StorageIdentityPublic.model_validate(identity, from_attributes=True)
 
 
 @router.get("/api/v1/admin/storage-settings", response_model=StorageSettingsPublic, tags=["admin"])

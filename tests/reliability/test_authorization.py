@@ -322,6 +322,7 @@ TABLE = [
         shared={"volume_id": "volume"},
     ),
     Row("GET", P + "/volumes/{volume_id}/credentials", PROJECT_MEMBERS, shared={"volume_id": "volume"}),
+    Row("POST", P + "/storage-identity/rotate", PROJECT_ADMINS),
     Row("POST", P + "/transfer", PROJECT_MEMBERS, lambda w: {"password": "sftp-pass-123"}),
     Row("GET", P + "/transfer", TRANSFER_OWN),
     Row("DELETE", P + "/transfer", TRANSFER_OWN),

@@ -30,13 +30,18 @@ def free_s3_port() -> int:
 
 
 @pytest.fixture(scope="session")
-async def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[S3Admin]:
+async def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedS3]:
     server = EmbeddedS3(Path(tmp_path_factory.mktemp("seaweedfs")), free_s3_port())
-    admin = await server.start()
+    await server.start()
     try:
-        yield admin
+        yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(seaweedfs_server: EmbeddedS3) -> S3Admin:
+    return seaweedfs_server.admin()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import asyncssh
 import httpx
 import pytest
 from minio import Minio
+from minio.error import S3Error
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -112,6 +113,38 @@ async def test_s3_volumes_capacity_rules_credentials_and_deletion_with_the_proje
     client.put_object(first["bucket"], "notes.txt", io.BytesIO(b"kept"), 4)
     assert client.get_object(first["bucket"], "notes.txt").read() == b"kept"
 
+    rotate = f"/api/v1/projects/{project['id']}/storage-identity/rotate"
+    assert (await platform.post(rotate, headers=bob)).status_code == 403
+    rotated = await platform.post(rotate, headers=alice)
+    assert rotated.status_code == 200 and rotated.json()["secret_pending"]
+    fresh = (await platform.get(f"{url}/{data['id']}/credentials", headers=alice)).json()
+    assert fresh["secret_key"] and fresh["access_key"] != first["access_key"]
+    renewed = Minio(
+        fresh["endpoint"], access_key=fresh["access_key"], secret_key=fresh["secret_key"], secure=False
+    )
+
+    async def old_keys_refused() -> bool:
+        try:
+            client.put_object(first["bucket"], "late.txt", io.BytesIO(b"x"), 1)
+        except S3Error:
+            return True
+        return False
+
+    await eventually(old_keys_refused, 10)
+    assert renewed.get_object(first["bucket"], "notes.txt").read() == b"kept"
+
+    clone = await platform.post(f"{url}/{data['id']}/clone", headers=bob, json={"name": "data-copy"})
+    assert clone.status_code == 201, clone.text
+    copy: dict[str, Any] = clone.json()
+
+    async def cloned() -> bool:
+        copy.update((await platform.get(f"{url}/{copy['id']}", headers=bob)).json())
+        return copy["status"] != "creating"
+
+    await eventually(cloned, 30)
+    assert copy["status"] == "available" and copy["cloned_from"] == data["id"] and copy["owner"] == "bob"
+    assert renewed.get_object(f"mlcp-{project['id']}-{copy['id']}", "notes.txt").read() == b"kept"
+
     shrink = await platform.post(f"{url}/{data['id']}/expand", headers=alice, json={"capacity_gb": 2})
     assert shrink.status_code == 422 and "cannot shrink" in shrink.json()["message"]
     assert (
@@ -120,7 +153,7 @@ async def test_s3_volumes_capacity_rules_credentials_and_deletion_with_the_proje
     grown = await platform.post(f"{url}/{data['id']}/expand", headers=alice, json={"capacity_gb": 10})
     assert grown.status_code == 200, grown.text
     assert grown.json()["capacity_gb"] == 10
-    assert (await platform.get(f"{url}/limits", headers=bob)).json()["project_remaining_gb"] == 30
+    assert (await platform.get(f"{url}/limits", headers=bob)).json()["project_remaining_gb"] == 25
 
     base = f"/api/v1/projects/{project['id']}"
     code = (await platform.get(base, headers=alice)).json()["delete_code"]
@@ -134,7 +167,7 @@ async def test_s3_volumes_capacity_rules_credentials_and_deletion_with_the_proje
 
     async def recorded() -> bool:
         listed = await platform.get(url, headers=people["root"], params={"status": "deleted"})
-        return bool(listed.json()["total"] == 2)
+        return bool(listed.json()["total"] == 3)
 
     await eventually(recorded, 30)
 
@@ -212,6 +245,14 @@ async def test_nfs_volumes_are_really_mounted_with_their_permission(
         },
     )
     assert container.status_code == 201, container.text
+    changed = await platform.patch(
+        f"{volumes_url(project['id'])}/{shared['id']}", headers=bob, json={"permission": "project_read"}
+    )
+    assert changed.status_code == 403  # only its owner and the project's admins
+    changed = await platform.patch(
+        f"{volumes_url(project['id'])}/{shared['id']}", headers=alice, json={"permission": "project_read"}
+    )
+    assert changed.status_code == 200 and changed.json()["permission"] == "project_read"
     busy = await platform.delete(f"{volumes_url(project['id'])}/{shared['id']}", headers=alice)
     assert busy.status_code == 409 and container.json()["id"] in busy.json()["message"]
 
