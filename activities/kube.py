@@ -118,6 +118,7 @@ class KubernetesRuntime:
         *,
         node_host: str = "",
         homes: tuple[str, str] | None = None,
+        s3_claims: bool = False,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -125,6 +126,7 @@ class KubernetesRuntime:
         self.kinds = kinds
         self.node_host = node_host
         self._homes = homes  # (NFS server, export path) of the users' homes
+        self._s3_claims = s3_claims  # s3 volumes have claims of an S3 CSI StorageClass
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
         core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
@@ -157,7 +159,13 @@ class KubernetesRuntime:
         homes = (
             (settings.nfs_server, settings.nfs_path.rstrip("/") + "/homes") if settings.nfs_server else None
         )
-        return cls(client.ApiClient(configuration), kinds, node_host=settings.node_host, homes=homes)
+        return cls(
+            client.ApiClient(configuration),
+            kinds,
+            node_host=settings.node_host,
+            homes=homes,
+            s3_claims=bool(settings.s3_csi_storage_class),
+        )
 
     def close(self) -> None:
         self.api_client.close()
@@ -290,7 +298,7 @@ class KubernetesRuntime:
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         """Apply the Deployment or Job first: its uid is what the Secret, Services and policy point at,
         so deleting the workload takes them along. Children the spec no longer asks for are removed."""
-        spec = self._with_homes(spec)
+        spec = self._with_storage(spec)
         owner = self._apply(check_spec(self.kinds, spec).controller_manifest(spec))
         secret = secret_manifest(spec, owner)
         policy = ports_policy_manifest(spec, owner)
@@ -300,19 +308,20 @@ class KubernetesRuntime:
         self._prune(spec, {(c["kind"], c["metadata"]["name"]) for c in children})
         return self.status(spec.project_id, spec.kind, spec.resource_id)
 
-    def _with_homes(self, spec: WorkloadSpec) -> WorkloadSpec:
-        """Home mounts learn where homes are from this runtime's settings."""
-        if not any(mount.volume_type == "home" for mount in spec.mounts):
-            return spec
-        if self._homes is None:
-            raise ValueError("a home is mounted but MLCP_NFS_SERVER is not set: homes live on the NFS export")
-        server, root = self._homes
-        mounts = [
-            mount.model_copy(update={"nfs_server": server, "nfs_path": f"{root}/{spec.owner}"})
-            if mount.volume_type == "home"
-            else mount
-            for mount in spec.mounts
-        ]
+    def _with_storage(self, spec: WorkloadSpec) -> WorkloadSpec:
+        """Mounts learn from this runtime's settings where homes are and whether s3 volumes have claims."""
+        mounts = []
+        for mount in spec.mounts:
+            if mount.volume_type == "home":
+                if self._homes is None:
+                    raise ValueError(
+                        "a home is mounted but MLCP_NFS_SERVER is not set: homes live on the export"
+                    )
+                server, root = self._homes
+                mount = mount.model_copy(update={"nfs_server": server, "nfs_path": f"{root}/{spec.owner}"})
+            elif mount.volume_type == "s3" and self._s3_claims:
+                mount = mount.model_copy(update={"via_claim": True})
+            mounts.append(mount)
         return spec.model_copy(update={"mounts": mounts})
 
     def _prune(self, spec: WorkloadSpec, wanted: set[tuple[str, str]]) -> None:

@@ -316,8 +316,8 @@ def _volumes(spec: WorkloadSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
             claimed[mount.volume_id] = "home"
             source = {"server": mount.nfs_server, "path": mount.nfs_path, "readOnly": mount.read_only}
             volumes.append({"name": "home", "nfs": source})
-        if mount.volume_type == "s3":
-            continue  # an s3 volume reaches the pod through its bucket and identity in the environment
+        if mount.volume_type == "s3" and not mount.via_claim:
+            continue  # without an S3 CSI driver the pod reaches the bucket through its environment only
         if mount.volume_id not in claimed:
             # One pod volume per project volume, however many places it is mounted at.
             claimed[mount.volume_id] = name = f"volume-{len(claimed)}"

@@ -105,6 +105,7 @@ class VolumeMount(BaseModel):
     workdir: bool = False  # the default Jupyter working directory
     nfs_server: str = ""  # a home on Kubernetes: where the runtime mounts it from (its settings)
     nfs_path: str = ""
+    via_claim: bool = False  # an s3 volume on Kubernetes with an S3 CSI driver: its claim is mounted too
 
     @field_validator("mount_path", "sub_path")
     @classmethod

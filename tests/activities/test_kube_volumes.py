@@ -108,3 +108,34 @@ def test_the_identity_is_a_secret_and_pods_get_their_mounts(kube: Kube) -> None:
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
     storage.delete_identity(PROJECT)
     assert storage.identity(PROJECT) is None
+
+
+def test_with_an_s3_csi_driver_the_bucket_claim_is_mounted_too(kube: Kube) -> None:
+    kube.project()
+    storage = KubernetesStorage(kube.runtime, s3_storage_class="csi-s3")
+    bucket = VolumePlace(project_id=PROJECT, volume_id="bucket1", type="s3", capacity_gb=5)
+    storage.ensure_volume(bucket)
+    claim = kube.one(r.PVCS, "volume-bucket1")
+    assert claim["spec"]["storageClassName"] == "csi-s3"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert claim["metadata"]["annotations"]["mlcp.io/bucket"] == f"mlcp-{PROJECT}-bucket1"
+    kube.runtime._s3_claims = True
+    spec = one_role_spec(
+        project_id=PROJECT,
+        resource_id="c0ntainer1",
+        kind="container",
+        owner="alice",
+        name="box",
+        image="busybox",
+        resources=ResourceRequest(vcpu=1, ram_gb=1),
+    ).model_copy(
+        update={"mounts": [VolumeMount(volume_id="bucket1", volume_type="s3", mount_path="/datasets")]}
+    )
+    kube.runtime.apply(spec)
+    pod = pod_spec(kube)
+    assert pod["volumes"] == [
+        {"name": "volume-0", "persistentVolumeClaim": {"claimName": "volume-bucket1", "readOnly": False}}
+    ]
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "volume-0", "mountPath": "/datasets", "readOnly": False}
+    ]

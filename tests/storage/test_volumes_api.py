@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -14,7 +17,9 @@ from minio.error import S3Error
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from activities.local_environment import workload_labels
 from activities.local_mounts import bubblewrap
+from activities.local_supervisor import group_members, labelled_groups
 from activities.object_storage import ObjectStore
 from config import Settings
 from embedded_s3 import S3Admin
@@ -44,6 +49,16 @@ def settings(settings: Settings, seaweedfs: S3Admin) -> Settings:
 # The API with a real worker, and signed-in people, as the project tests set them up.
 platform = test_projects.platform
 people = test_projects.people
+
+
+def container_sees(project_id: str, container_id: str, path: str, text: str) -> bool:
+    """Whether the container's own processes see `text` at `path`, through their mount namespace."""
+    for group in labelled_groups(workload_labels(project_id, "container", container_id)):
+        for pid in group_members(group):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/root{path}").read_text() == text:
+                    return True
+    return False
 
 
 def volumes_url(project_id: str) -> str:
@@ -245,6 +260,12 @@ async def test_nfs_volumes_are_really_mounted_with_their_permission(
         },
     )
     assert container.status_code == 201, container.text
+    box = container.json()["id"]
+
+    async def sees_the_file() -> bool:
+        return await asyncio.to_thread(container_sees, project["id"], box, "/data/model.txt", "trained\n")
+
+    await eventually(sees_the_file, 30)
     changed = await platform.patch(
         f"{volumes_url(project['id'])}/{shared['id']}", headers=bob, json={"permission": "project_read"}
     )
