@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from activities.object_storage import bucket_name
 from config import Settings
@@ -404,16 +404,13 @@ async def delete_volume(
         raise conflict(f"volume {row.id} is mounted by live workloads: {', '.join(users)}; delete them first")
     release_connection(session)
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(volume_workflow_id(volume_id))
-    try:
-        await run_update(
-            handle,
-            VolumeWorkflow.delete,
-            VolumeDelete(requested_by=user.username),
-            ended="its lifecycle has ended",
-        )
-    except RPCError as exc:  # pragma: no cover - run_update maps the usual ones
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
+    await run_update(
+        handle,
+        VolumeWorkflow.delete,
+        VolumeDelete(requested_by=user.username),
+        ended=f"volume {volume_id}'s lifecycle has ended ({row.status}: {row.message}); an operator can see "
+        "why in the Temporal UI",
+    )
     session.expire_all()
     fresh = session.get(Volume, volume_id)
     assert fresh is not None
