@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Bytecode is compiled on first import instead: the Kubernetes client alone is thousands of modules.
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	@bash deploy/dev/debian-packages.sh
 	@touch $(STAMP)
 
