@@ -371,10 +371,12 @@ class DevStack:
             if not self.worker_task.done():
                 await _settle(self.worker.shutdown(), "worker")
             await _settle(self.worker_task, "worker")
-        if self.s3 is not None:
-            await self.s3.stop()
+        # Side by side: SeaweedFS takes its grace period on SIGTERM, Temporal a moment.
+        await asyncio.gather(
+            self.s3.stop() if self.s3 is not None else asyncio.sleep(0),
+            _terminate(self.temporal) if self.temporal is not None else asyncio.sleep(0),
+        )
         if self.temporal is not None:
-            await _terminate(self.temporal)
             self.console.print("mlcp dev stopped; everything is kept for the next start.")
         if self.engine is not None:
             self.engine.dispose()

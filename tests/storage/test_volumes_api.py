@@ -277,6 +277,17 @@ async def test_nfs_volumes_are_really_mounted_with_their_permission(
     busy = await platform.delete(f"{volumes_url(project['id'])}/{shared['id']}", headers=alice)
     assert busy.status_code == 409 and container.json()["id"] in busy.json()["message"]
 
+    # Once the container is gone, the volume goes too, and with it the folder.
+    containers = f"/api/v1/projects/{project['id']}/containers"
+    assert (await platform.delete(f"{containers}/{box}", headers=bob)).status_code == 202
+
+    async def container_gone() -> bool:
+        return bool((await platform.get(f"{containers}/{box}", headers=bob)).json()["status"] == "deleted")
+
+    await eventually(container_gone, 30)
+    deleted = await platform.delete(f"{volumes_url(project['id'])}/{shared['id']}", headers=alice)
+    assert deleted.status_code == 200 and deleted.json()["status"] in ("deleting", "deleted")
+
 
 @pytest.mark.skipif(bubblewrap() is None, reason="bubblewrap cannot run here: mounts become links")
 async def test_the_transfer_service_serves_the_members_volumes_over_sftp(
