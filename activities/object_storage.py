@@ -147,6 +147,10 @@ class ObjectStore:
             )
         return self._flavour
 
+    def ping(self) -> None:
+        """One signed request, no retries: answers once the server serves S3 (raises before)."""
+        self._signed("GET", "/", "", b"", "application/xml")
+
     # --- buckets
 
     def ensure_bucket(self, bucket: str) -> None:
