@@ -61,6 +61,18 @@ class VolumeActivities:
         self._storage = storage
         self._objects = objects
 
+    def all(self) -> list[Callable[..., object]]:
+        """Every activity of the volume lifecycle (and the project's storage sweep), bound to this object."""
+        return [
+            self.record_volume,
+            self.create_volume,
+            self.resize_volume,
+            self.measure_volume,
+            self.copy_volume,
+            self.delete_volume,
+            self.delete_project_storage,
+        ]
+
     @activity.defn
     def record_volume(self, state: VolumeState) -> None:
         """Upsert the row; an older snapshot never wins. The permission is the row's own after creation."""

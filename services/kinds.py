@@ -168,16 +168,7 @@ def _volume_activities(
 ) -> list[Callable[..., Any]]:
     from services.runtimes import object_store, storage_for
 
-    volumes = VolumeActivities(engine, storage_for(settings, runtime), lambda: object_store(settings))
-    return [
-        volumes.record_volume,
-        volumes.create_volume,
-        volumes.resize_volume,
-        volumes.measure_volume,
-        volumes.copy_volume,
-        volumes.delete_volume,
-        volumes.delete_project_storage,
-    ]
+    return VolumeActivities(engine, storage_for(settings, runtime), lambda: object_store(settings)).all()
 
 
 VOLUME = DataKind(

@@ -13,6 +13,18 @@ from models.lifecycle import AdmitRequest, AdmitResult, LedgerEntry, Quota, Quot
 QUEUED, STARTING, RUNNING = "queued", "starting", "running"
 
 
+def _entry(request: AdmitRequest, state: str, now: datetime) -> LedgerEntry:
+    return LedgerEntry(
+        resource_id=request.resource_id,
+        kind=request.kind,
+        workflow_id=request.workflow_id,
+        owner_id=request.owner_id,
+        request=request.request,
+        state=state,
+        queued_at=now,
+    )
+
+
 class QuotaLedger:
     def __init__(self, entries: list[LedgerEntry]) -> None:
         self.entries = entries  # shared with ProjectState, so continue-as-new carries it
@@ -47,15 +59,7 @@ class QuotaLedger:
         existing = self.get(request.resource_id)
         if existing is not None:  # a retried admit answers the same
             return self.result_for(existing)
-        entry = LedgerEntry(
-            resource_id=request.resource_id,
-            kind=request.kind,
-            workflow_id=request.workflow_id,
-            owner_id=request.owner_id,
-            request=request.request,
-            state=QUEUED,
-            queued_at=now,
-        )
+        entry = _entry(request, QUEUED, now)
         self.entries.append(entry)
         self.admit_from_queue(limit)
         return self.result_for(entry)
@@ -74,17 +78,7 @@ class QuotaLedger:
         if existing is not None:
             existing.request = request.request
         else:
-            self.entries.append(
-                LedgerEntry(
-                    resource_id=request.resource_id,
-                    kind=request.kind,
-                    workflow_id=request.workflow_id,
-                    owner_id=request.owner_id,
-                    request=request.request,
-                    state=RUNNING,
-                    queued_at=now,
-                )
-            )
+            self.entries.append(_entry(request, RUNNING, now))
         return []
 
     def release(self, resource_id: str, limit: Quota) -> list[LedgerEntry]:
