@@ -3,12 +3,15 @@
 A project's whole life with an extension and a workload; a container that waits in line, is admitted,
 runs and is deleted; a job that runs to success. The workloads run on the Kubernetes API double.
 
-.venv/bin/python -m tests.workflows.record_history
+.venv/bin/python -m tests.workflows.record_history            # project, container, job
+.venv/bin/python -m tests.workflows.record_history volume     # a volume's life, with its project
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import sysconfig
 import tempfile
 from datetime import timedelta
@@ -43,6 +46,7 @@ HISTORIES = Path(__file__).parent / "histories"
 HISTORY = HISTORIES / "project_whole_life.json"
 CONTAINER_HISTORY = HISTORIES / "container_queued_to_deleted.json"
 JOB_HISTORY = HISTORIES / "job_success.json"
+VOLUME_HISTORY = HISTORIES / "volume_with_its_project.json"
 
 
 async def record() -> None:
@@ -117,5 +121,56 @@ async def record_workloads(env: WorkflowEnvironment, engine: Engine) -> None:
             JOB_HISTORY.write_text((await job.fetch_history()).to_json())
 
 
+async def record_volume() -> None:
+    """A volume made, sampled, refused an expand, and deleted with its project (recorded on its own, so the
+    older histories stay as they were recorded)."""
+    from models.lifecycle import AdmitRequest, Quota
+    from models.volumes import VolumeInput, VolumeResize, VolumeTimings
+    from tests.workflows.test_project_workflow import approve
+    from tests.workflows.test_volume_workflow import volume_state
+    from workflows.volume import VolumeWorkflow, volume_workflow_id
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(Path(sysconfig.get_path("scripts")) / "temporal-test-server"),
+    )
+    await register_search_attributes(env.client, "default")
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/history.db"
+        migrate(url)
+        engine = make_engine(url)
+        now = await env.get_current_time()
+        state = new_state(start=now - timedelta(minutes=1), end=now + timedelta(days=3), project_id="replay2")
+        async with project_worker(env.client, engine, MailCatcher(), [VolumeWorkflow]) as tq:
+            project = await start_project(env.client, tq, state)
+            await approve(project, "a-replay2")
+            volume = volume_state(state.id, "data")
+            hold = AdmitRequest(
+                resource_id=volume.id,
+                kind="volume",
+                workflow_id=volume_workflow_id(volume.id),
+                owner_id="alice",
+                request=Quota(),
+            )
+            await project.execute_update(ProjectWorkflow.hold_storage, hold)
+            handle = await env.client.start_workflow(
+                VolumeWorkflow.run,
+                VolumeInput(state=volume, timings=VolumeTimings(usage_interval=timedelta(days=1))),
+                id=volume_workflow_id(volume.id),
+                task_queue=tq,
+            )
+            await handle.execute_update(VolumeWorkflow.recorded)
+            await env.sleep(timedelta(days=1, hours=1))
+            with contextlib.suppress(Exception):  # an nfs volume has no capacity: refused
+                await handle.execute_update(
+                    VolumeWorkflow.expand, VolumeResize(capacity_gb=5, requested_by="a")
+                )
+            await project.result()
+            await handle.result()
+            VOLUME_HISTORY.write_text((await handle.fetch_history()).to_json())
+        engine.dispose()
+    await env.shutdown()
+
+
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record_volume() if sys.argv[1:] == ["volume"] else record())

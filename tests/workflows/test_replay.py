@@ -12,10 +12,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.workflows.record_history import CONTAINER_HISTORY, HISTORY, JOB_HISTORY
+from tests.workflows.record_history import CONTAINER_HISTORY, HISTORY, JOB_HISTORY, VOLUME_HISTORY
 from workflows.container import ContainerWorkflow
 from workflows.job import JobWorkflow
 from workflows.project import ProjectWorkflow
+from workflows.volume import VolumeWorkflow
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -28,8 +29,9 @@ def load(path: Path) -> WorkflowHistory:
         (HISTORY, ProjectWorkflow, 50),  # the whole life, with an extension and a workload
         (CONTAINER_HISTORY, ContainerWorkflow, 30),  # queued, admitted, running, deleted
         (JOB_HISTORY, JobWorkflow, 30),  # admitted, running, succeeded, log kept, cleaned up
+        (VOLUME_HISTORY, VolumeWorkflow, 20),  # made, sampled, an expand refused, deleted with its project
     ],
-    ids=["project", "container", "job"],
+    ids=["project", "container", "job", "volume"],
 )
 async def test_recorded_history_replays(path: Path, workflow: type, least_events: int) -> None:
     history = load(path)
