@@ -45,6 +45,7 @@ class ContainerFields(WorkloadFields):
 class Container(ResourceColumns, UpdatedAt, WorkloadRecord, ContainerFields, table=True):
     ports: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
     endpoints: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)
+    ssh_key_id: str | None = SQLField(default=None, max_length=32, index=True)  # its login key, if any
 
 
 class ContainerTimings(WorkloadTimings):
@@ -55,6 +56,7 @@ class ContainerState(WorkloadLifecycleState, ContainerFields):
     """Everything the workflow owns; carried through continue-as-new."""
 
     endpoints: list[Endpoint] = []
+    ssh_key_id: str | None = None  # the owner's key installed as authorized_keys
 
     def record(self) -> dict[str, Any]:
         """The read model's columns for this state."""
@@ -70,6 +72,7 @@ class ContainerInput(WorkloadInput):
     end_at: datetime | None = None  # None: runs until deleted or the project shuts it down
     timings: ContainerTimings = ContainerTimings()
     resume: ContainerState | None = None
+    ssh_key_id: str | None = None
 
 
 # ---- API schemas (manual 5.4.1-5.4.3) ------------------------------------------------------------
@@ -88,6 +91,7 @@ class ContainerCreate(RequestModel):
         None, min_length=8, max_length=128, description="Root password; only its SHA-512 crypt hash is kept"
     )
     ssh_public_key: str | None = Field(None, max_length=16_384, pattern=SSH_KEY_PATTERN)
+    ssh_key_id: str | None = Field(None, max_length=32, description="One of your keys (/users/me/keys)")
     services: list[Annotated[str, Field(max_length=32)]] = Field(
         default_factory=lambda: ["ssh", "jupyter"], max_length=len(STANDARD_PORTS)
     )

@@ -5,6 +5,7 @@ from models.catalog import GpuModel, Purpose, Spec
 from models.containers import Container
 from models.job_templates import JobTemplate
 from models.jobs import Job, JobLog
+from models.keys import SshKey
 from models.mail import MailRecord
 from models.projects import ApplicationRecord, Project, ProjectMember
 from models.schedules import Schedule, ScheduleRun
@@ -27,6 +28,7 @@ __all__ = [
     "Schedule",
     "ScheduleRun",
     "Spec",
+    "SshKey",
     "StorageIdentity",
     "StorageSettings",
     "Transfer",

@@ -24,6 +24,7 @@ from models.workloads import (
     WorkloadSpec,
 )
 from services.errors import conflict, invalid
+from services.keys import own_key
 from services.kinds import CONTAINER
 from services.mounts import resolve_mounts, s3_environment
 from services.workloads import Owner, catalog_resources, start_recorded
@@ -48,12 +49,19 @@ class Plan(NamedTuple):
     mounts: dict[str, list[VolumeMount]]  # by owner ID: a volume's permission depends on who mounts it
 
 
-def _credentials(body: ContainerCreate) -> Credentials:
-    if body.password is None and body.ssh_public_key is None:
-        raise invalid("password", "give a password, an ssh_public_key or both")
+def _credentials(session: Session, body: ContainerCreate, owner_ids: list[str]) -> Credentials:
+    if body.password is None and body.ssh_public_key is None and body.ssh_key_id is None:
+        raise invalid("password", "give a password, an ssh_key_id, an ssh_public_key, or more than one")
+    authorized = [body.ssh_public_key.strip()] if body.ssh_public_key else []
+    if body.ssh_key_id is not None:
+        # Keys are personal: every owner of what is made must hold it (a batch gives ssh_public_key).
+        keys = {
+            own_key(session, owner, body.ssh_key_id, field="ssh_key_id").public_key for owner in owner_ids
+        }
+        authorized += sorted(keys)
     return Credentials(
         password_hash=hash_password(body.password) if body.password is not None else None,
-        authorized_keys=[body.ssh_public_key.strip()] if body.ssh_public_key else [],
+        authorized_keys=authorized,
     )
 
 
@@ -81,7 +89,7 @@ def plan(session: Session, project: Project, body: ContainerCreate, owner_ids: l
     return Plan(
         spec_id=body.spec_id,
         resources=resources,
-        credentials=_credentials(body),
+        credentials=_credentials(session, body, owner_ids),
         end_at=end_at,
         mounts=mounts,
     )
@@ -125,6 +133,7 @@ async def start_container(
         start_at=body.start_at,
         end_at=checked.end_at,
         created_at=utcnow(),
+        ssh_key_id=body.ssh_key_id,
     )
     await start_recorded(
         client,

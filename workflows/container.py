@@ -35,7 +35,13 @@ class ContainerWorkflow(WorkloadLifecycle):
 
     @workflow.init
     def __init__(self, input: ContainerInput) -> None:
-        self._open(input, status=ContainerStatus.scheduled, start_at=input.start_at, end_at=input.end_at)
+        self._open(
+            input,
+            status=ContainerStatus.scheduled,
+            start_at=input.start_at,
+            end_at=input.end_at,
+            ssh_key_id=input.ssh_key_id,
+        )
 
     @workflow.run
     async def run(self, input: ContainerInput) -> ContainerStatus:

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 from sqlalchemy import Engine
@@ -70,6 +71,8 @@ TEMPLATE_CHANGE = cells(401, 404, 403, OK, 404, 403, 401, 401)
 APPLICANTS = cells(401, 404, 404, OK, 404, 403, 401, 401)
 # A member's own transfer service (the POST row before makes one for the member and the project's admin).
 TRANSFER_OWN = cells(401, 404, OK, OK, 404, 404, 401, 401)
+# A user's own SSH key (the project's admin's here): nobody else sees it, platform admins included.
+KEY_OWN = cells(401, 404, 404, OK, 404, 404, 401, 401)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class World:
                 {"name": "job", "spec_id": self.spec_id, "image": "busybox", "command": "sleep 600"},
             ),
             "volume": (f"{url}/volumes", {"name": f"v{uuid.uuid4().hex[:8]}", "type": "nfs"}),
+            "ssh_key": ("/api/v1/users/me/keys", {"name": f"k{uuid.uuid4().hex[:8]}"}),
             "template": (
                 f"{url}/job-templates",
                 {
@@ -159,6 +163,10 @@ class Row:
     form: bool = False
 
 
+def public_key_line() -> str:
+    return asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
+
+
 def ids_of(kind: str) -> Body:
     return lambda w: {"ids": [w.ids[kind]]}
 
@@ -194,6 +202,16 @@ TABLE = [
     ),
     Row("GET", "/api/v1/users", PLATFORM_ADMINS),
     Row("GET", "/api/v1/users/me/setup", SIGNED_IN),
+    Row("GET", "/api/v1/users/me/keys", SIGNED_IN),
+    Row("POST", "/api/v1/users/me/keys", SIGNED_IN, lambda w: {"name": f"k{uuid.uuid4().hex[:8]}"}),
+    Row(
+        "POST",
+        "/api/v1/users/me/keys/import",
+        SIGNED_IN,
+        lambda w: {"name": f"i{uuid.uuid4().hex[:8]}", "public_key": public_key_line()},
+    ),
+    Row("GET", "/api/v1/users/me/keys/{key_id}", KEY_OWN, shared={"key_id": "ssh_key"}),
+    Row("DELETE", "/api/v1/users/me/keys/{key_id}", KEY_OWN, fresh={"key_id": "ssh_key"}),
     Row("GET", "/api/v1/users/{user_id}/setup", PLATFORM_ADMINS, shared={"user_id": "user"}),
     Row("POST", "/api/v1/users/{user_id}/setup", PLATFORM_ADMINS, fresh={"user_id": "user"}),
     Row("GET", "/api/v1/users/{user_id}", PLATFORM_ADMINS, shared={"user_id": "user"}),
