@@ -30,6 +30,8 @@ QUOTA_NAME = "mlcp-quota"
 ISOLATION_POLICY_NAME = "mlcp-isolate"
 CONTAINER_NAME = "main"
 STORAGE_IDENTITY_SECRET = "mlcp-storage-identity"
+STORAGE_ACCESS_KEY = "access-key"  # the keys of that Secret
+STORAGE_SECRET_KEY = "secret-key"
 CREDENTIALS_MOUNT = "/etc/mlcp/credentials"
 PASSWORD_HASH_KEY = "password-hash"
 AUTHORIZED_KEYS_KEY = "authorized_keys"
@@ -283,7 +285,10 @@ def _environment(spec: WorkloadSpec) -> list[dict[str, Any]]:
     ]
     if any(mount.volume_type == "s3" for mount in spec.mounts):
         # The project's S3 identity, from the Secret the volume lifecycle keeps in the namespace.
-        for name, key in (("AWS_ACCESS_KEY_ID", "access-key"), ("AWS_SECRET_ACCESS_KEY", "secret-key")):
+        for name, key in (
+            ("AWS_ACCESS_KEY_ID", STORAGE_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", STORAGE_SECRET_KEY),
+        ):
             entries.append(
                 {"name": name, "valueFrom": {"secretKeyRef": {"name": STORAGE_IDENTITY_SECRET, "key": key}}}
             )

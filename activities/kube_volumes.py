@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from activities.kube_manifests import (
+    STORAGE_ACCESS_KEY,
     STORAGE_IDENTITY_SECRET,
+    STORAGE_SECRET_KEY,
     binary_quantity,
     project_labels,
     volume_claim_name,
@@ -30,9 +32,6 @@ from activities.storage import VolumePlace, copy_folder, folder_usage
 if TYPE_CHECKING:
     from activities.kube import KubernetesRuntime
 
-IDENTITY_SECRET = STORAGE_IDENTITY_SECRET
-ACCESS_KEY_KEY = "access-key"
-SECRET_KEY_KEY = "secret-key"
 NOMINAL_NFS_SIZE = "1Gi"  # an export has no size of its own; claims need one
 
 
@@ -96,12 +95,12 @@ def claim_manifest(place: VolumePlace, storage_class: str, static_volume: str | 
 
 
 def identity_secret_manifest(project_id: str, keys: AccessKeys) -> Manifest:
-    data = {ACCESS_KEY_KEY: keys.access_key, SECRET_KEY_KEY: keys.secret_key}
+    data = {STORAGE_ACCESS_KEY: keys.access_key, STORAGE_SECRET_KEY: keys.secret_key}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": IDENTITY_SECRET,
+            "name": STORAGE_IDENTITY_SECRET,
             "namespace": namespace_name(project_id),
             "labels": project_labels(project_id),
         },
@@ -198,11 +197,11 @@ class KubernetesStorage:
         self._kube.apply_object(identity_secret_manifest(project_id, keys))
 
     def identity(self, project_id: str) -> AccessKeys | None:
-        secret = self._kube.read_object("Secret", namespace_name(project_id), IDENTITY_SECRET)
+        secret = self._kube.read_object("Secret", namespace_name(project_id), STORAGE_IDENTITY_SECRET)
         if secret is None:
             return None
         data = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
-        return AccessKeys(data[ACCESS_KEY_KEY], data[SECRET_KEY_KEY])
+        return AccessKeys(data[STORAGE_ACCESS_KEY], data[STORAGE_SECRET_KEY])
 
     def delete_identity(self, project_id: str) -> None:
-        self._kube.delete_object("Secret", namespace_name(project_id), IDENTITY_SECRET)
+        self._kube.delete_object("Secret", namespace_name(project_id), STORAGE_IDENTITY_SECRET)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -400,6 +401,4 @@ class ObjectStore:
 
 
 def _generated_keys(project_id: str) -> AccessKeys:
-    import secrets
-
     return AccessKeys(f"mlcp{project_id}{secrets.token_hex(4)}", secrets.token_urlsafe(30))

@@ -9,6 +9,7 @@ seen at once. Everything the storage itself does is the VolumeWorkflow's (workfl
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, col, func, select
@@ -321,9 +322,7 @@ async def _start(
     return public(row)
 
 
-def _usage_interval(settings: Settings) -> Any:
-    from datetime import timedelta
-
+def _usage_interval(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.volume_usage_interval_seconds)
 
 

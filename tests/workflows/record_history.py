@@ -49,12 +49,17 @@ JOB_HISTORY = HISTORIES / "job_success.json"
 VOLUME_HISTORY = HISTORIES / "volume_with_its_project.json"
 
 
-async def record() -> None:
+async def recording_environment() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(Path(sysconfig.get_path("scripts")) / "temporal-test-server"),
     )
     await register_search_attributes(env.client, "default")
+    return env
+
+
+async def record() -> None:
+    env = await recording_environment()
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/history.db"
         migrate(url)
@@ -130,11 +135,7 @@ async def record_volume() -> None:
     from tests.workflows.test_volume_workflow import volume_state
     from workflows.volume import VolumeWorkflow, volume_workflow_id
 
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=str(Path(sysconfig.get_path("scripts")) / "temporal-test-server"),
-    )
-    await register_search_attributes(env.client, "default")
+    env = await recording_environment()
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/history.db"
         migrate(url)
