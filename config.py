@@ -85,6 +85,24 @@ class Settings(BaseSettings):
     )
     volume_usage_interval_seconds: int = Field(300, gt=0, description="How often volume usage is sampled.")
 
+    # Custom images (commits). Empty registry: local commits stay in MLCP_HOME/images; Kubernetes needs one.
+    registry_address: str = Field("", description="host:port of the platform's OCI registry (v2 API).")
+    registry_username: str = ""
+    registry_password: SecretStr = SecretStr("")
+    registry_insecure: bool = Field(False, description="Reach the registry over plain HTTP.")
+    registry_repository_prefix: str = Field(
+        "mlcp", description="Custom images go to <prefix>/<project>/<name>."
+    )
+    commit_image: str = Field(
+        "ghcr.io/containerd/nerdctl:v2.0.3",
+        description="Kubernetes: the image of commit Jobs; it needs nerdctl and a shell.",
+    )
+    platform_namespace: str = Field("mlcp-system", description="Kubernetes: where commit Jobs run.")
+    containerd_socket: str = Field("/run/containerd/containerd.sock", description="On every node.")
+    tools_dir: Path | None = Field(
+        None, description="Where the local runtime installs JupyterLab; empty: beside the platform's venv."
+    )
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")

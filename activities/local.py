@@ -38,13 +38,18 @@ from activities import local_mounts, local_supervisor
 from activities.gpu import GpuDeviceList, nvml_devices
 from activities.heartbeat import not_interrupted
 from activities.local_environment import (
+    SERVICES_COMMAND,
     credential_files,
+    serves,
+    service_view,
+    services_environment,
     storage_environment,
+    tools_folder,
     unsupported,
     workload_environment,
     workload_labels,
 )
-from activities.local_folder import ARCHIVE_FOLDER, ExitRecord, LaunchRecord, WorkloadFolder
+from activities.local_folder import ARCHIVE_FOLDER, RESTORED_FILE, ExitRecord, LaunchRecord, WorkloadFolder
 from activities.local_supervisor import (
     PID_FILE,
     group_members,
@@ -53,7 +58,16 @@ from activities.local_supervisor import (
     signal_group,
     write_atomically,
 )
-from activities.runtime import KindTable, RuntimeKind, check_spec, kind_of, namespace_name, workload_name
+from activities.oci_layout import ImageStore
+from activities.runtime import (
+    CommitFailed,
+    KindTable,
+    RuntimeKind,
+    check_spec,
+    kind_of,
+    namespace_name,
+    workload_name,
+)
 from activities.storage import LocalStorage
 from config import Settings
 from models.base import utcnow
@@ -70,6 +84,7 @@ RUNTIME_FOLDER = "runtime"
 PROJECT_FILE = "project.json"
 LOCK_FILE = ".lock"
 LOOPBACK = "127.0.0.1"
+IMAGES_FOLDER = "images"
 STOP_GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL on delete
 KILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
@@ -118,16 +133,19 @@ class LocalRuntime:
         kinds: KindTable,
         gpu_devices: GpuDeviceList = nvml_devices,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        tools: Path | None = None,
     ) -> None:
         self.root = home.resolve() / RUNTIME_FOLDER
         self.kinds = kinds
         self.storage = LocalStorage(home)
+        self.images = ImageStore(home.resolve() / IMAGES_FOLDER)
+        self.tools = tools_folder(tools)
         self._gpu_devices = gpu_devices
         self._stop_grace_seconds = stop_grace_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings, kinds: KindTable) -> LocalRuntime:
-        return cls(settings.home, kinds)
+        return cls(settings.home, kinds, tools=settings.tools_dir)
 
     # --- projects
 
@@ -192,6 +210,31 @@ class LocalRuntime:
         kind_of(self.kinds, kind)
         self._delete(self._folder(project_id, kind, resource_id))
 
+    # --- commits (activities/local_commits.py)
+
+    def spec_of(self, project_id: str, kind: str, resource_id: str) -> WorkloadSpec | None:
+        return self._folder(project_id, kind, resource_id).spec()
+
+    def commit_folder(self, project_id: str, kind: str, resource_id: str) -> Path:
+        """The working folder of a running workload, which a commit captures."""
+        folder = self._folder(project_id, kind, resource_id)
+        state = self._status(folder).state
+        if state not in (WorkloadState.running, WorkloadState.creating):
+            raise CommitFailed(
+                "ContainerNotRunning", f"{workload_name(kind, resource_id)} is {state.value}, not running"
+            )
+        return folder.path
+
+    def _restore(self, folder: WorkloadFolder, spec: WorkloadSpec) -> None:
+        """A container made from a committed image starts with the image's files in its folder, once."""
+        _, _, digest = spec.main.image.partition("@")
+        marker = folder.path / RESTORED_FILE
+        if not digest or marker.exists() or not self.images.has(digest):
+            return
+        written = self.images.restore(digest, folder.path)
+        marker.write_text(digest)
+        folder.add_event("Normal", "Restored", f"{written} files and folders of image {digest[:19]} restored")
+
     # --- places
 
     def _project_folder(self, project_id: str) -> Path:
@@ -223,6 +266,10 @@ class LocalRuntime:
         env = workload_environment(spec, gpus)
         env.update(storage_environment(spec, self.storage.identity(spec.project_id)))
         env.update(credential_files(folder.path, spec))
+        env.update(services_environment(folder.path, spec, self.tools))
+        self._restore(folder, spec)
+        if not command and serves(spec):
+            command = SERVICES_COMMAND
         # Started and recorded as one step: a cancelled activity must not leave a process nobody records.
         with not_interrupted():
             intent = LaunchRecord(
@@ -244,7 +291,13 @@ class LocalRuntime:
                 _children[child.pid] = child
             info = process_info(child.pid)  # our unreaped child, so listed even if it has already ended
             self._record_launch(folder, child.pid, info.start_ticks if info else 0, gpus, deadline)
-        what = shlex.join(command) if command else "an idle process in place of the image's entrypoint"
+        what = (
+            "the servers of its services"
+            if command is SERVICES_COMMAND
+            else shlex.join(command)
+            if command
+            else "an idle process in place of the image's entrypoint"
+        )
         message = f"started {what} as process group {child.pid}"
         if gpus:
             message += f" with GPUs {', '.join(gpus)}"
@@ -384,12 +437,19 @@ class LocalRuntime:
             return WorkloadStatus(state=WorkloadState.gone)
         kind = kind_of(self.kinds, spec.kind)
         endpoints = [Endpoint(name=port.name, port=port.port, host=LOOPBACK) for port in spec.main.ports]
-        notes = unsupported(spec, kind)
+        notes = unsupported(spec, kind, restored=(folder.path / RESTORED_FILE).exists())
         finished = folder.finished()
         launch = folder.launch()
         if finished is None and launch is not None and is_running(launch):
+            state, message = WorkloadState.running, ""
+            if serves(spec):  # running once every service listens or has said why it cannot
+                view = service_view(folder.path, spec)
+                endpoints, notes = view.endpoints, notes + view.notes
+                if view.waiting:
+                    state, message = WorkloadState.creating, view.waiting
             return WorkloadStatus(
-                state=WorkloadState.running,
+                state=state,
+                message=message,
                 started_at=launch.started_at,
                 endpoints=endpoints,
                 gpus=launch.gpus,
@@ -415,7 +475,7 @@ class LocalRuntime:
             state=WorkloadState.pending,
             reason=reason,
             message=message,
-            endpoints=endpoints,
+            endpoints=[] if serves(spec) else endpoints,  # nothing listens before it runs
             unsupported=notes,
         )
 

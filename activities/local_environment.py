@@ -3,16 +3,22 @@ its project for s3 mounts) and what the local runtime cannot honour of its spec.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
-from activities import local_mounts
+from activities import local_mounts, local_services
 from activities.kube_manifests import AUTHORIZED_KEYS_ENV, PASSWORD_HASH_ENV
+from activities.local_folder import CREDENTIALS_FOLDER, SERVICES_FILE
 from activities.local_supervisor import write_atomically
 from activities.object_storage import AccessKeys
 from activities.runtime import RuntimeKind
 from models.volumes import s3_bucket_variable
-from models.workloads import WorkloadSpec
+from models.workloads import Endpoint, WorkloadSpec
+
+LOOPBACK = "127.0.0.1"
 
 # Only what a program needs to find its tools and speak the host's language: the worker's own
 # settings (MLCP_* secrets among them) stay out of workloads.
@@ -22,16 +28,26 @@ INHERITED_ENV = frozenset(
 )
 
 
-def unsupported(spec: WorkloadSpec, kind: RuntimeKind) -> list[str]:
+def unsupported(spec: WorkloadSpec, kind: RuntimeKind, restored: bool = False) -> list[str]:
     """What this spec asks for that a process on this host cannot honour, said plainly."""
     role = spec.main
-    notes = [f"image {role.image} is not pulled: the process runs on the host's own filesystem"]
+    if restored:
+        notes = [
+            f"image {role.image}: its files were restored into the working folder from the local image "
+            "store; programs come from the host's own filesystem"
+        ]
+    else:
+        notes = [f"image {role.image} is not pulled: the process runs on the host's own filesystem"]
     if not kind.runs_to_completion and not role.command:
         notes.append(
-            "the image's own entrypoint cannot run here: an idle process keeps the container running"
+            "the image's own entrypoint cannot run here: the platform's own servers provide its services"
+            if role.ports
+            else "the image's own entrypoint cannot run here: an idle process keeps the container running"
         )
     if role.ports:
-        notes.append("node ports: services are reachable on 127.0.0.1 at the port the process listens on")
+        notes.append(
+            "node ports: each service listens on its own free port of 127.0.0.1, shown in its endpoint"
+        )
     notes.append("vcpu/ram limits are not enforced: the process shares the host's CPUs and memory")
     if role.resources.shm_gb is not None:
         notes.append("shared memory size is not set: the process uses the host's /dev/shm")
@@ -90,7 +106,7 @@ def credential_files(folder: Path, spec: WorkloadSpec) -> dict[str, str]:
     if credentials is None:
         return {}
     env: dict[str, str] = {}
-    secrets = folder / "credentials"
+    secrets = folder / CREDENTIALS_FOLDER
     for variable, name, text in (
         (PASSWORD_HASH_ENV, "password-hash", credentials.password_hash or ""),
         (AUTHORIZED_KEYS_ENV, "authorized_keys", "".join(key + "\n" for key in credentials.authorized_keys)),
@@ -113,3 +129,63 @@ def workload_environment(spec: WorkloadSpec, gpus: list[str]) -> dict[str, str]:
         **workload_labels(spec.project_id, spec.kind, spec.resource_id),
     )
     return env
+
+
+# ---- the container's services (activities/local_services.py) --------------------------------------
+
+SERVICES_SCRIPT = Path(local_services.__file__).resolve()
+# Not isolated (-I): the script imports asyncssh from the platform's environment, nothing else of it.
+SERVICES_COMMAND = [sys.executable, "-E", "-s", "-u", str(SERVICES_SCRIPT)]
+WAITING_STATES = frozenset({"starting", "installing"})
+
+
+def tools_folder(configured: Path | None) -> Path:
+    """Where the local runtime installs the tools its services run (Jupyter): beside the platform's venv."""
+    return configured or Path(sys.prefix) / "mlcp-tools"
+
+
+def serves(spec: WorkloadSpec) -> bool:
+    """A container without a command of its own runs the platform's servers for its image's services."""
+    return not spec.main.command and bool(spec.main.ports)
+
+
+def services_environment(folder: Path, spec: WorkloadSpec, tools: Path) -> dict[str, str]:
+    if not serves(spec):
+        return {}
+    secrets = folder / CREDENTIALS_FOLDER
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    return {
+        "MLCP_SERVICES": json.dumps([port.model_dump() for port in spec.main.ports]),
+        "MLCP_SERVICES_FILE": str(folder / SERVICES_FILE),
+        "MLCP_SSH_HOST_KEY_FILE": str(secrets / "ssh_host_ed25519_key"),
+        "MLCP_TOOLS_DIR": str(tools),
+    }
+
+
+class ServiceView(NamedTuple):
+    waiting: str  # empty once every service listens or has said why it cannot
+    endpoints: list[Endpoint]
+    notes: list[str]
+
+
+def service_view(folder: Path, spec: WorkloadSpec) -> ServiceView:
+    """What the services process reports: endpoints only for what listens."""
+    try:
+        entries: dict[str, dict[str, object]] = json.loads((folder / SERVICES_FILE).read_text())
+    except (OSError, ValueError):
+        return ServiceView("starting its services", [], [])
+    waiting = [
+        f"{name}: {entry.get('message') or entry.get('state')}"
+        for name, entry in entries.items()
+        if entry.get("state") in WAITING_STATES
+    ]
+    endpoints, notes = [], []
+    for port in spec.main.ports:
+        entry = entries.get(port.name, {})
+        if entry.get("state") == "ready":
+            listening = int(str(entry["port"]))
+            endpoints.append(Endpoint(name=port.name, port=port.port, host=LOOPBACK, node_port=listening))
+        elif entry.get("state") == "unavailable":
+            notes.append(f"service {port.name}: {entry.get('message')}")
+    message = ("starting its services; " + "; ".join(waiting)) if waiting else ""
+    return ServiceView(message, endpoints, notes)

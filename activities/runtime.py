@@ -107,3 +107,11 @@ class WorkloadRuntime(Protocol):
     def delete(self, project_id: str, kind: str, resource_id: str) -> None:
         """Stop and remove the workload with everything it owns; absent is success."""
         ...
+
+
+class CommitFailed(Exception):
+    """A commit no retry can help: the container is not running, not on containerd, the push was refused."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message

@@ -11,6 +11,7 @@ from sqlalchemy import JSON, String
 from sqlmodel import Field as SQLField
 
 from models.base import UTCDateTime
+from models.images import CUDA_VERSION_PATTERN
 from models.inputs import ImageReference, RequestModel
 from models.volumes import Mounts, check_mounts
 from models.workload_lifecycle import (
@@ -23,7 +24,7 @@ from models.workload_lifecycle import (
     WorkloadRecord,
     WorkloadTimings,
 )
-from models.workloads import STANDARD_PORTS, Endpoint
+from models.workloads import Endpoint
 
 
 class ContainerStatus(StrEnum):
@@ -86,14 +87,19 @@ SSH_KEY_PATTERN = (
 class ContainerCreate(RequestModel):
     name: str = Field(pattern=r"^[a-z0-9]{1,40}$", description="Lowercase letters and digits, 1-40")
     spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
-    image: ImageReference
+    image: ImageReference | None = Field(None, description="A raw image reference; or give image_id")
+    image_id: str | None = Field(None, max_length=32, description="A public or custom image (/images)")
+    cuda_version: str | None = Field(None, pattern=CUDA_VERSION_PATTERN, description="One the image offers")
     password: str | None = Field(
         None, min_length=8, max_length=128, description="Root password; only its SHA-512 crypt hash is kept"
     )
     ssh_public_key: str | None = Field(None, max_length=16_384, pattern=SSH_KEY_PATTERN)
     ssh_key_id: str | None = Field(None, max_length=32, description="One of your keys (/users/me/keys)")
-    services: list[Annotated[str, Field(max_length=32)]] = Field(
-        default_factory=lambda: ["ssh", "jupyter"], max_length=len(STANDARD_PORTS)
+    services: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$")]] | None = Field(
+        None,
+        max_length=16,
+        description="Which of the image's services to run; left out: all an image_id offers, or ssh and "
+        "jupyter for a raw image",
     )
     shm_gb: float | None = Field(None, gt=0, le=1024)
     start_at: AwareDatetime | None = Field(None, description="Later start; None: now")
@@ -105,11 +111,8 @@ class ContainerCreate(RequestModel):
 
     @field_validator("services")
     @classmethod
-    def _known_services(cls, services: list[str]) -> list[str]:
-        unknown = [name for name in services if name not in STANDARD_PORTS]
-        if unknown:
-            raise ValueError(f"unknown service {unknown[0]!r}; choose from {', '.join(STANDARD_PORTS)}")
-        if len(set(services)) != len(services):
+    def _distinct_services(cls, services: list[str] | None) -> list[str] | None:
+        if services is not None and len(set(services)) != len(services):
             raise ValueError("a service is listed twice")
         return services
 

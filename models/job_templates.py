@@ -17,6 +17,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, select
 
 from models.base import UTCDateTime, new_id, utcnow
+from models.images import CUDA_VERSION_PATTERN
 from models.inputs import ImageReference, RequestModel
 from models.jobs import Command, Environment, Job, JobCreate, JobRecipe, check_command, check_env
 from models.schedules import ScheduleRun
@@ -37,7 +38,9 @@ class JobTemplate(SQLModel, table=True):
     owner: str = SQLField(max_length=32)
     name: str = SQLField(max_length=TEMPLATE_NAME_MAX)
     spec_id: str = SQLField(foreign_key="spec.id", ondelete="RESTRICT", index=True)
-    image: str = SQLField(max_length=512)
+    image: str = SQLField(default="", max_length=512)  # a raw reference; empty with image_id
+    image_id: str | None = SQLField(default=None, max_length=32, index=True)
+    cuda_version: str | None = SQLField(default=None, max_length=16)
     command: str = SQLField(sa_type=Text)
     env: dict[str, str] = SQLField(default_factory=dict, sa_type=JSON)
     shm_gb: float | None = None
@@ -50,7 +53,9 @@ class JobTemplate(SQLModel, table=True):
         return JobCreate(
             name=name,
             spec_id=self.spec_id,
-            image=self.image,
+            image=self.image or None,
+            image_id=self.image_id,
+            cuda_version=self.cuda_version,
             command=self.command,
             env=self.env,
             shm_gb=self.shm_gb,
@@ -71,7 +76,9 @@ class JobTemplateUpdate(RequestModel):
     """Fields left out stay as they are; the name is the template's identity and stays too."""
 
     spec_id: str | None = Field(None, max_length=32)
-    image: ImageReference | None = None
+    image: ImageReference | None = Field(None, description="A raw reference; replaces image_id")
+    image_id: str | None = Field(None, max_length=32, description="A public or custom image; replaces image")
+    cuda_version: str | None = Field(None, pattern=CUDA_VERSION_PATTERN)
     command: Command | None = None
     env: Environment | None = None
     shm_gb: float | None = Field(None, gt=0, le=1024)
@@ -89,6 +96,8 @@ class JobTemplatePublic(BaseModel):
     name: str
     spec_id: str
     image: str
+    image_id: str | None
+    cuda_version: str | None
     command: str
     env: dict[str, str]
     shm_gb: float | None

@@ -17,6 +17,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
+from models.images import CUDA_VERSION_PATTERN
 from models.inputs import ImageReference, Multiline, RequestModel
 from models.volumes import Mounts, check_mounts
 from models.workload_lifecycle import (
@@ -157,7 +158,9 @@ class JobRecipe(RequestModel):
     """What a job runs: the fields a job and a job template share."""
 
     spec_id: str = Field(max_length=32, description="A catalog spec: GPU model and count, vCPU, RAM")
-    image: ImageReference
+    image: ImageReference | None = Field(None, description="A raw image reference; or give image_id")
+    image_id: str | None = Field(None, max_length=32, description="A public or custom image (/images)")
+    cuda_version: str | None = Field(None, pattern=CUDA_VERSION_PATTERN, description="One the image offers")
     command: Command
     env: Environment = Field(default_factory=dict)
     shm_gb: float | None = Field(None, gt=0, le=1024)

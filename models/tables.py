@@ -3,6 +3,7 @@
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
 from models.containers import Container
+from models.images import CustomImage, PublicImage
 from models.job_templates import JobTemplate
 from models.jobs import Job, JobLog
 from models.keys import SshKey
@@ -17,6 +18,7 @@ __all__ = [
     "ApiToken",
     "ApplicationRecord",
     "Container",
+    "CustomImage",
     "GpuModel",
     "Job",
     "JobLog",
@@ -24,6 +26,7 @@ __all__ = [
     "MailRecord",
     "Project",
     "ProjectMember",
+    "PublicImage",
     "Purpose",
     "Schedule",
     "ScheduleRun",

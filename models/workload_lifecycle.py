@@ -51,6 +51,9 @@ class WorkloadBookkeeping(SQLModel):
 
 class ResourceColumns(SQLModel):
     image: str = SQLField(max_length=512)
+    image_id: str | None = SQLField(default=None, max_length=32, index=True)
+    cuda_version: str | None = SQLField(default=None, max_length=16)
+    image_warning: str = SQLField(default="", max_length=256)
     gpu: int = 0
     gpu_model: str | None = SQLField(default=None, max_length=128)
     vcpu: float
@@ -65,6 +68,9 @@ class ResourceColumns(SQLModel):
         resources = role.resources
         return {
             "image": role.image,
+            "image_id": spec.image_choice.image_id,
+            "cuda_version": spec.image_choice.cuda_version,
+            "image_warning": spec.image_choice.warning,
             "gpu": resources.gpu,
             "gpu_model": resources.gpu_model,
             "vcpu": resources.vcpu,

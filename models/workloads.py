@@ -125,6 +125,16 @@ class WorkloadRole(BaseModel):
     ports: list[ServicePort] = []
 
 
+class ImageChoice(BaseModel):
+    """Which published or committed image a workload runs (its reference is the role's image), the CUDA
+    version chosen from those it offers, and the warning given when the image's GPU stack and the spec's GPU
+    vendor differ. Recorded and shown; the runtime acts on the reference and the environment alone."""
+
+    image_id: str | None = None
+    cuda_version: str | None = None
+    warning: str = ""
+
+
 class WorkloadSpec(BaseModel):
     project_id: str
     resource_id: str
@@ -134,6 +144,7 @@ class WorkloadSpec(BaseModel):
     roles: list[WorkloadRole] = Field(min_length=1, max_length=8)
     mounts: list[VolumeMount] = []
     credentials: Credentials | None = None
+    image_choice: ImageChoice = ImageChoice()
     active_deadline_seconds: int | None = Field(None, gt=0, description="Jobs: killed after this long")
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from models.workloads import (
     WorkloadSpec,
 )
 from services.errors import conflict, invalid
+from services.images import ImageUse, choose_image
 from services.keys import own_key
 from services.kinds import CONTAINER
 from services.mounts import resolve_mounts, s3_environment
@@ -47,6 +48,41 @@ class Plan(NamedTuple):
     credentials: Credentials
     end_at: datetime | None
     mounts: dict[str, list[VolumeMount]]  # by owner ID: a volume's permission depends on who mounts it
+    image: ImageUse
+    ports: list[ServicePort]
+
+
+DEFAULT_SERVICES = ("ssh", "jupyter")  # a raw image's, unless the request names others
+
+
+def _ports(body: ContainerCreate, image: ImageUse) -> list[ServicePort]:
+    """The services the container runs: the image's (or some of them), or standard ones for a raw image."""
+    if image.services is None:
+        names = body.services if body.services is not None else list(DEFAULT_SERVICES)
+        unknown = [name for name in names if name not in STANDARD_PORTS]
+        if unknown:
+            raise invalid(
+                "services", f"unknown service {unknown[0]!r}; choose from {', '.join(STANDARD_PORTS)}"
+            )
+        return [ServicePort(name=name, port=STANDARD_PORTS[name]) for name in names]
+    offered = {port.name: port for port in image.services}
+    if body.services is None:
+        return list(image.services)
+    missing = [name for name in body.services if name not in offered]
+    if missing:
+        raise invalid(
+            "services",
+            f"the image offers {', '.join(offered) or 'no services'}; {missing[0]!r} is not one of them",
+        )
+    return [offered[name] for name in body.services]
+
+
+def _check_login(body: ContainerCreate, image: ImageUse) -> None:
+    if body.password is not None and "password" not in image.login_methods:
+        raise invalid("password", "the image does not allow password login; give an ssh_key_id")
+    if (body.ssh_key_id or body.ssh_public_key) and "key" not in image.login_methods:
+        field = "ssh_key_id" if body.ssh_key_id else "ssh_public_key"
+        raise invalid(field, "the image does not allow key login; give a password")
 
 
 def _credentials(session: Session, body: ContainerCreate, owner_ids: list[str]) -> Credentials:
@@ -84,6 +120,26 @@ def plan(session: Session, project: Project, body: ContainerCreate, owner_ids: l
         raise conflict(f"project {project.id} is {project.status}; containers need an active project")
     duration = _duration(body)
     resources = catalog_resources(session, body.spec_id, body.shm_gb)
+    image = choose_image(
+        session,
+        project.id,
+        owner_ids[0],
+        image_id=body.image_id,
+        reference=body.image,
+        cuda_version=body.cuda_version,
+        resources=resources,
+    )
+    for owner in owner_ids[1:]:  # a batch: every owner must be allowed the image
+        choose_image(
+            session,
+            project.id,
+            owner,
+            image_id=body.image_id,
+            reference=body.image,
+            cuda_version=body.cuda_version,
+            resources=resources,
+        )
+    _check_login(body, image)
     end_at = body.end_at if duration is None else (body.start_at or utcnow()) + duration
     mounts = {owner: resolve_mounts(session, project.id, owner, body.mounts) for owner in owner_ids}
     return Plan(
@@ -92,6 +148,8 @@ def plan(session: Session, project: Project, body: ContainerCreate, owner_ids: l
         credentials=_credentials(session, body, owner_ids),
         end_at=end_at,
         mounts=mounts,
+        image=image,
+        ports=_ports(body, image),
     )
 
 
@@ -114,14 +172,15 @@ async def start_container(
         name=name,
         roles=[
             WorkloadRole(
-                image=body.image,
-                env=s3_environment(settings, project_id, checked.mounts[owner.id]),
+                image=checked.image.reference,
+                env={**s3_environment(settings, project_id, checked.mounts[owner.id]), **checked.image.env},
                 resources=checked.resources,
-                ports=[ServicePort(name=service, port=STANDARD_PORTS[service]) for service in body.services],
+                ports=checked.ports,
             )
         ],
         mounts=checked.mounts[owner.id],
         credentials=checked.credentials,
+        image_choice=checked.image.choice,
     )
     request = ContainerInput(
         id=container_id,
@@ -144,5 +203,5 @@ async def start_container(
         project_id=project_id,
         owner=owner.username,
         status=ContainerStatus.scheduled.value,
-        summary=f"Container “{name}” of {owner.username} ({body.image})",
+        summary=f"Container “{name}” of {owner.username} ({checked.image.reference})",
     )

@@ -18,6 +18,7 @@ from models.lifecycle import ProjectStatus
 from models.projects import Project
 from models.workloads import WorkloadRole, WorkloadSpec
 from services.errors import conflict
+from services.images import choose_image
 from services.kinds import JOB
 from services.mounts import resolve_mounts, s3_environment
 from services.workloads import Owner, catalog_resources, recorded_row, resource_id, start_recorded
@@ -34,6 +35,16 @@ def job_input(
     if project.status != ProjectStatus.active:
         raise conflict(f"project {project.id} is {project.status}; jobs need an active project")
     mounts = resolve_mounts(session, project.id, owner.id, body.mounts)
+    resources = catalog_resources(session, body.spec_id, body.shm_gb)
+    image = choose_image(
+        session,
+        project.id,
+        owner.id,
+        image_id=body.image_id,
+        reference=body.image,
+        cuda_version=body.cuda_version,
+        resources=resources,
+    )
     workload = WorkloadSpec(
         project_id=project.id,
         resource_id=job_id,
@@ -42,13 +53,14 @@ def job_input(
         name=body.name,
         roles=[
             WorkloadRole(
-                image=body.image,
+                image=image.reference,
                 command=[*SHELL, body.command],
-                env={**s3_environment(settings, project.id, mounts), **body.env},
-                resources=catalog_resources(session, body.spec_id, body.shm_gb),
+                env={**s3_environment(settings, project.id, mounts), **image.env, **body.env},
+                resources=resources,
             )
         ],
         mounts=mounts,
+        image_choice=image.choice,
         # Decided here, not in the workflow, so the workflow's history alone says what it ran with.
         active_deadline_seconds=settings.job_max_runtime_hours * 3600,
     )
@@ -87,7 +99,7 @@ async def start_job(
         project_id=project.id,
         owner=owner.username,
         status=JobStatus.waiting.value,
-        summary=f"Job “{body.name}” of {owner.username} ({body.image})",
+        summary=f"Job “{body.name}” of {owner.username} ({request.spec.main.image})",
     )
     row: Job = recorded_row(session, JOB, job_id)
     return row

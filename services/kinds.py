@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 from activities.containers import ContainerRecords
+from activities.image_commits import ImageCommitActivities
 from activities.jobs import JobActivities
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_status import job_outcome
@@ -37,11 +38,14 @@ from models.containers import (
     ContainerState,
     ContainerStatus,
 )
+from models.images import CustomImage, CustomImagePublic, ImageStatus
 from models.jobs import Job, JobDetail, JobInput, JobPublic, JobState, JobStatus
 from models.transfers import Transfer, TransferPublic
 from models.volumes import Volume, VolumePublic, VolumeStatus
 from models.workload_lifecycle import WorkloadLifecycleState, WorkloadRecord
 from workflows.container import ContainerWorkflow
+from workflows.image_commit import KIND as IMAGE_KIND
+from workflows.image_commit import ImageCommitWorkflow
 from workflows.job import JobWorkflow
 from workflows.transfer import TransferWorkflow
 from workflows.volume import VolumeWorkflow
@@ -184,7 +188,29 @@ VOLUME = DataKind(
     api_module="api.routers.volumes",
 )
 
-DATA_KINDS: tuple[DataKind, ...] = (VOLUME,)
+
+def _image_activities(
+    engine: Engine, runtime: WorkloadRuntime, settings: Settings
+) -> list[Callable[..., Any]]:
+    from services.runtimes import committer_for
+
+    return ImageCommitActivities(engine, committer_for(settings, runtime)).all()
+
+
+IMAGE = DataKind(
+    name=IMAGE_KIND,
+    plural="images",
+    id_letter="i",
+    status=ImageStatus,
+    final_statuses=frozenset({ImageStatus.deleted.value}),
+    table=CustomImage,
+    public=CustomImagePublic,
+    workflow=ImageCommitWorkflow,
+    activities=_image_activities,
+    api_module="api.routers.images",
+)
+
+DATA_KINDS: tuple[DataKind, ...] = (VOLUME, IMAGE)
 
 
 def runtime_kinds() -> Mapping[str, RuntimeKind]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import NamedTuple, Protocol
@@ -12,13 +13,32 @@ from temporalio.service import RPCError
 
 from config import Settings
 from models.database import release_connection
-from models.lifecycle import LifecycleTimings
+from models.lifecycle import AdmitRequest, LifecycleTimings, WorkloadEvent
 from models.projects import Project
+from services.workloads import run_update
 from workflows.project import ProjectWorkflow, workflow_id
 
 
 def project_handle(client: Client, project_id: str) -> WorkflowHandle[ProjectWorkflow, object]:
     return client.get_workflow_handle_for(ProjectWorkflow.run, workflow_id(project_id))
+
+
+async def hold_storage(client: Client, project_id: str, request: AdmitRequest) -> None:
+    """Hold storage in the project's ledger at once, or refuse naming the numbers. Data kinds hold even
+    nothing (0 GB) so the project's deletion finds them in its ledger and tells them to go."""
+    await run_update(
+        project_handle(client, project_id),
+        ProjectWorkflow.hold_storage,
+        request,
+        ended=f"project {project_id}'s lifecycle has ended",
+    )
+
+
+async def release_hold(client: Client, project_id: str, resource_id: str) -> None:
+    with contextlib.suppress(RPCError):
+        await project_handle(client, project_id).signal(
+            ProjectWorkflow.release, WorkloadEvent(resource_id=resource_id)
+        )
 
 
 def lifecycle_timings(settings: Settings) -> LifecycleTimings:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from activities.image_commits import ImageCommitter
 from activities.object_storage import ObjectStore
+from activities.registry import Registry
 from activities.runtime import WorkloadRuntime
 from activities.storage import LocalStorage, VolumeStorage
 from config import Settings
@@ -46,3 +48,31 @@ def object_store(settings: Settings) -> ObjectStore:
         secure=settings.s3_secure,
         region=settings.s3_region,
     )
+
+
+def registry(settings: Settings) -> Registry | None:
+    """The platform's image registry, if one is set."""
+    if not settings.registry_address:
+        return None
+    return Registry(
+        settings.registry_address,
+        settings.registry_username,
+        settings.registry_password.get_secret_value(),
+        insecure=settings.registry_insecure,
+    )
+
+
+def committer_for(settings: Settings, runtime: WorkloadRuntime) -> ImageCommitter:
+    """How the runtime commits containers: a commit Job on Kubernetes, a folder snapshot locally."""
+    from activities.kube import KubernetesRuntime
+    from activities.local import LocalRuntime
+
+    if isinstance(runtime, KubernetesRuntime):
+        from activities.kube_commits import KubernetesCommitter
+
+        return KubernetesCommitter(runtime, registry(settings), settings)
+    if isinstance(runtime, LocalRuntime):
+        from activities.local_commits import LocalCommitter
+
+        return LocalCommitter(runtime, registry(settings), settings.registry_repository_prefix)
+    raise TypeError(f"the {runtime.name} runtime cannot commit containers")

@@ -14,14 +14,13 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError
 
 from activities.object_storage import bucket_name
 from config import Settings
 from models.accounts import User
 from models.base import Page, utcnow
 from models.database import release_connection
-from models.lifecycle import AdmitRequest, ProjectStatus, Quota, WorkloadEvent
+from models.lifecycle import AdmitRequest, ProjectStatus, Quota
 from models.projects import Project, ProjectMember
 from models.volumes import (
     LIVE_VOLUME_STATUSES,
@@ -50,9 +49,8 @@ from services.access import (
 )
 from services.errors import Unavailable, conflict, forbidden, invalid, not_found
 from services.kinds import VOLUME
-from services.projects import project_handle
+from services.projects import hold_storage, release_hold
 from services.workloads import resource_id, run_update, start_recorded
-from workflows.project import ProjectWorkflow
 from workflows.volume import VolumeWorkflow, volume_workflow_id
 
 
@@ -180,19 +178,7 @@ async def _hold(client: Client, project_id: str, volume_id: str, user: User, cap
         owner_id=user.id,
         request=Quota(storage_gb=capacity_gb),
     )
-    await run_update(
-        project_handle(client, project_id),
-        ProjectWorkflow.hold_storage,
-        request,
-        ended=f"project {project_id}'s lifecycle has ended",
-    )
-
-
-async def _release(client: Client, project_id: str, volume_id: str) -> None:
-    with contextlib.suppress(RPCError):
-        await project_handle(client, project_id).signal(
-            ProjectWorkflow.release, WorkloadEvent(resource_id=volume_id)
-        )
+    await hold_storage(client, project_id, request)
 
 
 # ---- create, clone ---------------------------------------------------------------------------------
@@ -313,7 +299,7 @@ async def _start(
     except Unavailable:
         raise  # accepted: the workflow holds the capacity and gives it back
     except BaseException:
-        await _release(client, project.id, state.id)  # nothing half-made: the hold goes back
+        await release_hold(client, project.id, state.id)  # nothing half-made: the hold goes back
         raise
     session.expire_all()
     row = session.get(Volume, state.id)

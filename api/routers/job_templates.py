@@ -32,6 +32,7 @@ from models.schedules import Schedule, SchedulePublic, ScheduleUpdate, TemplateS
 from models.volumes import MountRequest
 from services.access import changes_everything_in, require_member, visible_project
 from services.errors import conflict, forbidden, invalid, not_found
+from services.images import choose_image
 from services.jobs import job_id_for, start_job
 from services.mounts import resolve_mounts
 from services.schedules import create_schedule, public, update_schedule
@@ -48,6 +49,8 @@ def to_public(row: JobTemplate) -> JobTemplatePublic:
         name=row.name,
         spec_id=row.spec_id,
         image=row.image,
+        image_id=row.image_id,
+        cuda_version=row.cuda_version,
         command=row.command,
         env=row.env,
         shm_gb=row.shm_gb,
@@ -74,8 +77,18 @@ def _changeable(session: Session, project_id: PathId, template_id: PathId, user:
     return row
 
 
-def _check_spec(session: Session, spec_id: str) -> None:
-    catalog_resources(session, spec_id, None)  # 422 naming spec_id when it is missing or retired
+def _check_recipe(session: Session, project_id: str, owner_id: str, row: JobTemplate) -> None:
+    """The spec (422 naming spec_id when missing or retired) and the image, as a run would check them."""
+    resources = catalog_resources(session, row.spec_id, None)
+    choose_image(
+        session,
+        project_id,
+        owner_id,
+        image_id=row.image_id,
+        reference=row.image or None,
+        cuda_version=row.cuda_version,
+        resources=resources,
+    )
 
 
 def _job_name_taken(session: Session, project_id: PathId, name: str) -> bool:
@@ -95,14 +108,19 @@ def create_template(
 ) -> JobTemplatePublic:
     _, members = visible_project(session, project_id, user)
     require_member(members, user, "create job templates")
-    _check_spec(session, body.spec_id)
     resolve_mounts(session, project_id, user.id, body.mounts)
+    row = JobTemplate(
+        project_id=project_id,
+        owner_id=user.id,
+        owner=user.username,
+        **{**body.model_dump(), "image": body.image or ""},
+    )
+    _check_recipe(session, project_id, user.id, row)
     taken = session.exec(
         select(JobTemplate.id).where(JobTemplate.project_id == project_id, JobTemplate.name == body.name)
     ).first()
     if taken is not None:
         raise _taken(body.name)
-    row = JobTemplate(project_id=project_id, owner_id=user.id, owner=user.username, **body.model_dump())
     session.add(row)
     try:
         session.commit()
@@ -155,11 +173,17 @@ def edit_template(
 ) -> JobTemplatePublic:
     row = _changeable(session, project_id, template_id, user)
     given = body.model_fields_set
-    if "spec_id" in given:
-        if body.spec_id is None:
-            raise invalid("spec_id", "a template needs a spec")
-        _check_spec(session, body.spec_id)
-    for field in ("spec_id", "image", "command", "env"):
+    if "spec_id" in given and body.spec_id is None:
+        raise invalid("spec_id", "a template needs a spec")
+    if body.image is not None and body.image_id is not None:
+        raise invalid("image_id", "give image_id or image, not both")
+    if body.image is not None:
+        row.image, row.image_id = body.image, None
+    if body.image_id is not None:
+        row.image, row.image_id = "", body.image_id
+    if "cuda_version" in given:  # null: the image's newest
+        row.cuda_version = body.cuda_version
+    for field in ("spec_id", "command", "env"):
         value = getattr(body, field)
         if field in given and value is None:
             raise invalid(field, "must not be null")
@@ -171,6 +195,7 @@ def edit_template(
         mounts = body.mounts or []
         resolve_mounts(session, project_id, row.owner_id, mounts)
         row.mounts = [mount.model_dump() for mount in mounts]
+    _check_recipe(session, project_id, row.owner_id, row)
     row.updated_at = utcnow()
     session.add(row)
     session.commit()
