@@ -139,7 +139,7 @@ class LocalRuntime:
         self.kinds = kinds
         self.storage = LocalStorage(home)
         self.images = ImageStore(home.resolve() / IMAGES_FOLDER)
-        self.tools = tools_folder(tools)
+        self.tools = tools_folder(tools).resolve()
         self._gpu_devices = gpu_devices
         self._stop_grace_seconds = stop_grace_seconds
 

@@ -341,6 +341,7 @@ async def serve_jupyter(
         f"--ServerApp.root_dir={workdir}",
         f"--ServerApp.default_url={page}",
         *login,
+        *(["--allow-root"] if os.geteuid() == 0 else []),  # the worker's user, whoever that is
         cwd=workdir,
         env={**env, "JUPYTER_CONFIG_DIR": str(credentials / f"jupyter-{name}")},
         stdout=log,

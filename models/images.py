@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from sqlalchemy import JSON, BigInteger, String, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -171,13 +171,13 @@ class ImageOffer(RequestModel):
     )
 
     _services = field_validator("services")(check_offers)
-    _cuda = field_validator("cuda_versions")(check_cuda)
 
-    @model_validator(mode="after")
-    def _cuda_needs_cuda(self) -> ImageOffer:
-        if self.cuda_versions and self.accelerator != Accelerator.cuda:
-            raise ValueError("cuda_versions: only an image whose accelerator is cuda offers CUDA versions")
-        return self
+    @field_validator("cuda_versions")
+    @classmethod
+    def _cuda_needs_cuda(cls, versions: list[str], info: ValidationInfo) -> list[str] | None:
+        if versions and info.data.get("accelerator") != Accelerator.cuda:
+            raise ValueError("only an image whose accelerator is cuda offers CUDA versions")
+        return check_cuda(versions)
 
 
 class PublicImageCreate(ImageOffer):

@@ -40,13 +40,17 @@ from services.access import changes_everything_in, sees_everything_in, visible_p
 from services.errors import conflict, forbidden, invalid, not_found
 
 
+def _columns(row: ImageFields) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in type(row).model_fields}
+
+
 def public_image_public(row: PublicImage) -> PublicImagePublic:
-    return PublicImagePublic.model_validate({**row.model_dump(), "services": row.service_ports()})
+    return PublicImagePublic.model_validate({**_columns(row), "services": row.service_ports()})
 
 
 def custom_image_public(row: CustomImage) -> CustomImagePublic:
     return CustomImagePublic.model_validate(
-        {**row.model_dump(), "services": row.service_ports(), "uploader": row.owner}
+        {**_columns(row), "services": row.service_ports(), "uploader": row.owner}
     )
 
 

@@ -86,6 +86,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         temporal_port=1,  # never reached
         admin_password=None,
+        tools_dir=tmp_path / "tools",  # no Jupyter: containers' Jupyter services say so at once
     )
 
 
