@@ -14,6 +14,21 @@ app = typer.Typer(help="mlcp: self-service ML collaboration platform.", no_args_
 console = Console()
 
 
+@app.command("install-tools")
+def install_tools() -> None:
+    """Install what local containers' services run (Jupyter: JupyterLab, the notebook UI, terminals)."""
+    from activities.local_environment import tools_folder
+    from activities.local_services import install_jupyter, jupyter_state
+
+    tools = tools_folder(get_settings().tools_dir).resolve()
+    if jupyter_state(tools) == "ready":
+        typer.echo(f"Jupyter is installed in {tools}")
+        return
+    typer.echo(f"installing Jupyter into {tools} ...")
+    install_jupyter(tools)
+    typer.echo("done: new local containers run JupyterLab, the notebook UI and the web terminal")
+
+
 @app.command()
 def dev() -> None:
     """Run the whole platform on embedded defaults: Temporal dev server, migrations, worker and API."""

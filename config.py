@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     )
     platform_namespace: str = Field("mlcp-system", description="Kubernetes: where commit Jobs run.")
     containerd_socket: str = Field("/run/containerd/containerd.sock", description="On every node.")
+    install_tools: bool = Field(
+        True, description="mlcp dev installs Jupyter for local containers (background)."
+    )
     tools_dir: Path | None = Field(
         None, description="Where the local runtime installs JupyterLab; empty: beside the platform's venv."
     )

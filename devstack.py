@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.worker import Worker
 
+from activities.local_environment import tools_folder
+from activities.local_services import jupyter_state
 from api.app import create_app
 from api.bootstrap import BootstrapAdmin, ensure_bootstrap_admin
 from api.request_context import configure_logging
@@ -181,6 +184,7 @@ class DevStack:
         self.api_server: _ApiServer | None = None
         self.api_task: asyncio.Task[None] | None = None
         self.s3: EmbeddedS3 | None = None
+        self.tools_install: asyncio.subprocess.Process | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -233,8 +237,36 @@ class DevStack:
         if not await self._unless_stopped(self._wait_for_api()):
             return 0
         await set_up_everyone(client, self.engine, settings)  # the bootstrap admin's home, for one
+        tools = await self._install_tools()
         self._print_banner(admin)
+        if tools:
+            self.console.print(tools, soft_wrap=True)
         return await self._supervise(self.temporal)
+
+    async def _install_tools(self) -> str:
+        """Jupyter for local containers, installed in the background on first start (a minute or so)."""
+        settings = self.settings
+        if settings.runtime != "local" or not settings.install_tools:
+            return ""
+        tools = tools_folder(settings.tools_dir).resolve()
+        if jupyter_state(tools) != "missing":
+            return ""
+        log = settings.home / "install-tools.log"
+        with log.open("ab") as output:
+            self.tools_install = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "cli",
+                "install-tools",
+                stdout=output,
+                stderr=output,
+                env={**os.environ, "MLCP_TOOLS_DIR": str(tools)},
+                preexec_fn=_stop_with_parent(),
+            )
+        return (
+            f"Installing Jupyter for containers in the background (log: {log}); containers offering "
+            "JupyterLab say so until it is done."
+        )
 
     async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
         """Await ``work`` unless Ctrl-C comes first; then cancel it and return None."""
@@ -371,6 +403,8 @@ class DevStack:
             if not self.worker_task.done():
                 await _settle(self.worker.shutdown(), "worker")
             await _settle(self.worker_task, "worker")
+        if self.tools_install is not None and self.tools_install.returncode is None:
+            await _terminate(self.tools_install)  # the next start installs again, from the beginning
         # Side by side: SeaweedFS takes its grace period on SIGTERM, Temporal a moment.
         await asyncio.gather(
             self.s3.stop() if self.s3 is not None else asyncio.sleep(0),

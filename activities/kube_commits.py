@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from activities.image_commits import (
@@ -161,8 +162,15 @@ def commit_job_manifest(
 
 
 class KubernetesCommitter:
-    def __init__(self, runtime: KubernetesRuntime, registry: Registry | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        runtime: KubernetesRuntime,
+        registry: Registry | None,
+        settings: Settings,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._runtime = runtime
+        self._sleep = sleep
         self._registry = registry
         self._settings = settings
         self._namespace = settings.platform_namespace
@@ -239,7 +247,7 @@ class KubernetesCommitter:
         self._runtime.apply_object(
             commit_job_manifest(source, self._namespace, node, container_id, pod_uid, target, self._settings)
         )
-        outcome = self._wait(source, progress)
+        outcome = self._wait(source, progress, lambda: registry.manifest(repository, tag) is not None)
         return self._result(
             registry,
             repository,
@@ -248,13 +256,17 @@ class KubernetesCommitter:
             int(outcome.get("size_bytes") or 0),
         )
 
-    def _wait(self, source: CommitSource, progress: ProgressReport) -> dict[str, Any]:
+    def _wait(
+        self, source: CommitSource, progress: ProgressReport, pushed: Callable[[], bool]
+    ) -> dict[str, Any]:
         """Poll the Job until it ends; its termination message is the result or the failure's reason."""
         name = job_name(source.image_id)
         while True:
             job = self._runtime.read_object("Job", self._namespace, name)
-            if job is None:
-                raise CommitFailed("CommitFailed", f"the commit Job {name} disappeared before it finished")
+            if job is None:  # removed after it finished (its TTL, or by hand): the registry tells
+                if pushed():
+                    return {}
+                raise CommitFailed("CommitFailed", f"the commit Job {name} disappeared before it pushed")
             conditions = {
                 c["type"]: c
                 for c in job.get("status", {}).get("conditions") or []
@@ -273,7 +285,7 @@ class KubernetesCommitter:
                     EXIT_REASONS.get(code or 0, "CommitFailed"), message or f"exit code {code}"
                 )
             progress(CommitProgress(stage="committing", message=f"commit Job {name} is running"))
-            time.sleep(POLL_SECONDS)
+            self._sleep(POLL_SECONDS)
 
     def _termination(self, source: CommitSource) -> tuple[int | None, str]:
         pods = self._runtime.list_objects("Pod", self._namespace, {"job-name": job_name(source.image_id)})

@@ -50,8 +50,8 @@ from activities.local_environment import (
     workload_labels,
 )
 from activities.local_folder import ARCHIVE_FOLDER, RESTORED_FILE, ExitRecord, LaunchRecord, WorkloadFolder
+from activities.local_gpus import LocalGpus
 from activities.local_supervisor import (
-    PID_FILE,
     group_members,
     labelled_groups,
     process_info,
@@ -114,10 +114,6 @@ def _reap_children() -> None:
                 del _children[pid]
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def is_running(launch: LaunchRecord) -> bool:
     _reap_children()
     info = process_info(launch.pid)
@@ -139,13 +135,14 @@ class LocalRuntime:
         self.kinds = kinds
         self.storage = LocalStorage(home)
         self.images = ImageStore(home.resolve() / IMAGES_FOLDER)
-        self.tools = tools_folder(tools).resolve()
-        self._gpu_devices = gpu_devices
+        # Where Jupyter is installed; by default none is (a folder of this home), so services say so at once.
+        self.tools = (tools or home / "tools").resolve()
+        self._gpus = LocalGpus(self.root, gpu_devices, is_running)
         self._stop_grace_seconds = stop_grace_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings, kinds: KindTable) -> LocalRuntime:
-        return cls(settings.home, kinds, tools=settings.tools_dir)
+        return cls(settings.home, kinds, tools=tools_folder(settings.tools_dir))
 
     # --- projects
 
@@ -187,9 +184,9 @@ class LocalRuntime:
                 )
                 folder.write_finished(ExitRecord(exit_code=None, reason="NoCommand", message=message))
                 return self._status(folder)
-            gpus = self._take_gpus(spec)
+            gpus = self._gpus.take(spec)
             if gpus is None:
-                folder.warn_once("FailedScheduling", self._shortage(spec))
+                folder.warn_once("FailedScheduling", self._gpus.shortage(spec))
             else:
                 if launch is not None:
                     self._stop(launch)  # what the lost supervisor left running would run twice
@@ -401,34 +398,6 @@ class LocalRuntime:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(folder.path)
 
-    # --- GPUs
-
-    def _free_gpus(self) -> tuple[list[str], int]:
-        """Device IDs no running local workload holds, and how many the host has."""
-        devices = [device.uuid for device in self._gpu_devices()]
-        held: set[str] = set()
-        for launch_file in self.root.glob(f"*/*/{PID_FILE}"):
-            launch = WorkloadFolder(launch_file.parent).launch()
-            if launch is not None and launch.gpus and is_running(launch):
-                held.update(launch.gpus)
-        return [device for device in devices if device not in held], len(devices)
-
-    def _take_gpus(self, spec: WorkloadSpec) -> list[str] | None:
-        """The devices to hand out, or None when too few are free."""
-        wanted = spec.main.resources.gpu
-        if wanted == 0:
-            return []
-        free, _ = self._free_gpus()
-        return free[:wanted] if len(free) >= wanted else None
-
-    def _shortage(self, spec: WorkloadSpec) -> str:
-        free, total = self._free_gpus()
-        wanted = spec.main.resources.gpu
-        message = f"needs {_plural(wanted, 'GPU')}, {len(free)} free of {total} on this host"
-        if total == 0:
-            message += ": this host has no NVIDIA GPU (NVML finds none)"
-        return message
-
     # --- status
 
     def _status(self, folder: WorkloadFolder) -> WorkloadStatus:
@@ -468,7 +437,7 @@ class LocalRuntime:
                 unsupported=notes,
             )
         if spec.main.resources.gpu:
-            reason, message = "Unschedulable", self._shortage(spec)
+            reason, message = "Unschedulable", self._gpus.shortage(spec)
         else:
             reason, message = "", "not started yet: the next apply starts it"
         return WorkloadStatus(

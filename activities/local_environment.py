@@ -53,7 +53,12 @@ def unsupported(spec: WorkloadSpec, kind: RuntimeKind, restored: bool = False) -
         notes.append("shared memory size is not set: the process uses the host's /dev/shm")
     if role.resources.gpu and role.resources.gpu_model:
         notes.append(f"GPU model {role.resources.gpu_model} is not matched: any free GPU here is handed out")
-    if spec.credentials and (spec.credentials.password_hash or spec.credentials.authorized_keys):
+    if serves(spec) and spec.credentials:
+        notes.append(
+            "SSH takes any user name and runs the shell as the worker's user (not root), in the container's "
+            "folder"
+        )
+    elif spec.credentials and (spec.credentials.password_hash or spec.credentials.authorized_keys):
         notes.append(
             "credentials (password, SSH keys) are not installed for a user: the process runs as the worker's "
             f"user and finds them in the files ${PASSWORD_HASH_ENV} and ${AUTHORIZED_KEYS_ENV}"

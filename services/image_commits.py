@@ -32,7 +32,7 @@ from models.images import (
 from models.lifecycle import AdmitRequest, ProjectStatus, Quota
 from models.projects import Project
 from services.access import changeable
-from services.errors import conflict
+from services.errors import Conflict, conflict
 from services.images import changeable_custom_image, custom_image_public
 from services.kinds import CONTAINER, IMAGE
 from services.projects import hold_storage, release_hold
@@ -170,11 +170,20 @@ async def delete_image(
     changeable_custom_image(session, project_id, image_id, user)
     release_connection(session)
     handle = client.get_workflow_handle(IMAGE.workflow_id(image_id))
-    await run_update(
-        handle,
-        ImageCommitWorkflow.delete,
-        ImageDelete(requested_by=user.username),
-        ended=f"image {image_id}'s lifecycle has ended",
-    )
+    try:
+        await run_update(
+            handle,
+            ImageCommitWorkflow.delete,
+            ImageDelete(requested_by=user.username),
+            ended=f"image {image_id}'s lifecycle has ended",
+        )
+    except Conflict as gone:
+        if "lifecycle has ended" not in gone.message:
+            raise
+        # Its workflow was ended by an operator: nothing runs for it any more, so the row goes alone.
+        row = session.get_one(CustomImage, image_id)
+        row.status, row.stage, row.message = ImageStatus.deleted, "deleted", f"deleted by {user.username}"
+        session.add(row)
+        session.commit()
     session.expire_all()
     return custom_image_public(session.get_one(CustomImage, image_id))

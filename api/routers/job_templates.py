@@ -177,6 +177,9 @@ def edit_template(
         raise invalid("spec_id", "a template needs a spec")
     if body.image is not None and body.image_id is not None:
         raise invalid("image_id", "give image_id or image, not both")
+    for field, other in (("image", "image_id"), ("image_id", "image")):
+        if field in given and getattr(body, field) is None and getattr(body, other) is None:
+            raise invalid(field, f"must not be null; give {other} to change what the template runs")
     if body.image is not None:
         row.image, row.image_id = body.image, None
     if body.image_id is not None:

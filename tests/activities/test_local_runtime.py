@@ -101,7 +101,9 @@ def fake_devices(count: int) -> Callable[[], list[GpuDevice]]:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    runtime = LocalRuntime(tmp_path, runtime_kinds(), gpu_devices=fake_devices(0), stop_grace_seconds=5)
+    runtime = LocalRuntime(
+        tmp_path, runtime_kinds(), gpu_devices=fake_devices(0), stop_grace_seconds=5, tools=tmp_path / "tools"
+    )
     yield runtime
     runtime.delete_project(PROJECT)  # no process outlives its test
 
@@ -170,13 +172,17 @@ def test_apply_twice_starts_one_process(runtime: LocalRuntime, tmp_path: Path) -
 
 def test_container_without_command_runs_until_deleted(runtime: LocalRuntime, tmp_path: Path) -> None:
     spec = make_spec("idle", kind=CONTAINER, ports=[ServicePort(name="jupyter", port=8888)])
-    status = runtime.apply(spec)
-    assert status.state == WorkloadState.running
+    assert runtime.apply(spec).state == WorkloadState.creating  # until its services say how they stand
     pid = supervisor_pid(tmp_path, CONTAINER, "idle")
     os.kill(pid, 0)  # alive
-    assert [(e.name, e.port, e.host, e.node_port) for e in status.endpoints] == [
-        ("jupyter", 8888, "127.0.0.1", None)
-    ]
+
+    def services_settled() -> WorkloadStatus | None:
+        status = runtime.status(PROJECT, CONTAINER, "idle")
+        return status if status.state == WorkloadState.running else None
+
+    status = wait_for(services_settled, "its services to settle")
+    assert status.endpoints == []  # Jupyter is not installed in this home: nothing listens, nothing is shown
+    assert any(note.startswith("service jupyter: Jupyter is not installed") for note in status.unsupported)
     assert any("image nvcr.io/nvidia/pytorch:24.01-py3 is not pulled" in note for note in status.unsupported)
     assert any("entrypoint" in note for note in status.unsupported)
     assert any(note.startswith("node ports") for note in status.unsupported)
@@ -365,7 +371,7 @@ def test_unsupported_says_plainly_what_a_host_process_cannot_honour() -> None:
     spec.main.resources.gpu_model = "A100"
     assert unsupported(spec, runtime_kinds()["container"]) == [
         "image nvcr.io/nvidia/pytorch:24.01-py3 is not pulled: the process runs on the host's own filesystem",
-        "node ports: services are reachable on 127.0.0.1 at the port the process listens on",
+        "node ports: each service listens on its own free port of 127.0.0.1, shown in its endpoint",
         "vcpu/ram limits are not enforced: the process shares the host's CPUs and memory",
         "shared memory size is not set: the process uses the host's /dev/shm",
         "GPU model A100 is not matched: any free GPU here is handed out",

@@ -104,6 +104,9 @@ class DevStack:
             MLCP_S3_PORT=str(self.ports.s3),
             MLCP_ADMIN_PASSWORD=ADMIN_PASSWORD,
             MLCP_LOG_LEVEL="INFO",
+            # Jupyter is not installed for these stacks: containers say so, at once.
+            MLCP_INSTALL_TOOLS="false",
+            MLCP_TOOLS_DIR=str(self.home / "tools"),
         )
         return env
 

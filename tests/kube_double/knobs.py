@@ -40,6 +40,8 @@ class Knobs:
     """Label selector -> exit code of matching pods' containers, before the `exit N` command rule."""
     logs: dict[str, str] = field(default_factory=dict)
     """Label selector -> log text of matching pods, instead of the `echo` lines of their command."""
+    termination_messages: dict[str, str] = field(default_factory=dict)
+    """Label selector -> what matching pods' containers wrote to their termination-log when they ended."""
     error_rate: float = 0.0
     """Fraction of API requests answered with an injected 5xx Status, decided by the seeded RNG."""
     error_statuses: tuple[int, ...] = (500, 503)

@@ -267,19 +267,17 @@ class Kubelet:
             code = self.exit_code(pod, container)
             codes.append(code)
             started = (container_status["state"].get("running") or {}).get("startedAt", now)
-            container_status.update(
-                ready=False,
-                started=False,
-                state={
-                    "terminated": {
-                        "exitCode": code,
-                        "reason": "Completed" if code == 0 else "Error",
-                        "startedAt": started,
-                        "finishedAt": now,
-                        "containerID": container_status.get("containerID", ""),
-                    }
-                },
-            )
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": now,
+                "containerID": container_status.get("containerID", ""),
+            }
+            message = matches_rule(self.knobs.termination_messages, pod["metadata"].get("labels"))
+            if message is not None:
+                terminated["message"] = str(message)
+            container_status.update(ready=False, started=False, state={"terminated": terminated})
         failed = any(codes)
         status["phase"] = "Failed" if failed else "Succeeded"
         for kind in ("Ready", "ContainersReady"):

@@ -28,8 +28,9 @@ from api.app import create_app
 from api.security import hash_token, new_token
 from config import Settings
 from models.accounts import ApiToken, PlatformRole, User
-from models.base import utcnow
+from models.base import new_id, utcnow
 from models.catalog import GpuModel, GpuVendor, Purpose, Spec
+from models.images import CustomImage, ImageStatus
 from models.mail import MailRecord
 from tests.api.test_projects import Headers, apply, approved_project, eventually, project_application
 from tests.conftest import make_user, sign_in
@@ -134,6 +135,28 @@ class World:
             return str((await project_application(self.api, alice, project["id"]))["id"])
         if what == "user":
             return make_user(self.engine, f"u{uuid.uuid4().hex[:8]}").id
+        if what == "public_image":
+            created = await self.api.post(
+                "/api/v1/images/public", headers=self.people["platform_admin"], json=public_image_body(self)
+            )
+            assert created.status_code == 201, created.text
+            return str(created.json()["id"])
+        if what == "custom_image":  # the project admin's private image (as a commit leaves it)
+            with Session(self.engine) as session:
+                owner = session.exec(select(User).where(User.username == "alice")).one()
+                image = CustomImage(
+                    id=new_id(),
+                    project_id=self.project_id,
+                    owner_id=owner.id,
+                    owner=owner.username,
+                    name=f"i{uuid.uuid4().hex[:8]}",
+                    tag="v1",
+                    status=ImageStatus.available,
+                    source_container_id="c0ntainer1",
+                )
+                session.add(image)
+                session.commit()
+                return image.id
         tables = {"gpu_model": GpuModel, "spec": Spec, "purpose": Purpose}
         with Session(self.engine) as session:
             name = f"x{uuid.uuid4().hex[:8]}"
@@ -165,6 +188,10 @@ class Row:
 
 def public_key_line() -> str:
     return asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
+
+
+def public_image_body(w: World) -> dict[str, Any]:
+    return {"name": f"i{uuid.uuid4().hex[:8]}", "tag": "v1", "reference": "busybox:1.36"}
 
 
 def ids_of(kind: str) -> Body:
@@ -310,6 +337,35 @@ TABLE = [
         },
     ),
     Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, shared={"resource_id": "job"}),
+    Row("GET", "/api/v1/images/public", SIGNED_IN),
+    Row("POST", "/api/v1/images/public", PLATFORM_ADMINS, public_image_body),
+    Row("GET", "/api/v1/images/public/{image_id}", SIGNED_IN, shared={"image_id": "public_image"}),
+    Row(
+        "PATCH",
+        "/api/v1/images/public/{image_id}",
+        PLATFORM_ADMINS,
+        lambda w: {"description": "d"},
+        shared={"image_id": "public_image"},
+    ),
+    Row("DELETE", "/api/v1/images/public/{image_id}", PLATFORM_ADMINS, fresh={"image_id": "public_image"}),
+    Row("GET", P + "/images", PROJECT_VISIBLE),
+    # The project admin's private image: a member does not see it.
+    Row("GET", P + "/images/{image_id}", OWNERS_READ, shared={"image_id": "custom_image"}),
+    Row(
+        "PATCH",
+        P + "/images/{image_id}",
+        OWNERS_CHANGE,
+        lambda w: {"description": "d"},
+        shared={"image_id": "custom_image"},
+    ),
+    Row("DELETE", P + "/images/{image_id}", OWNERS_CHANGE, fresh={"image_id": "custom_image"}),
+    Row(
+        "POST",
+        P + "/containers/{container_id}/commit",
+        OWNERS_CHANGE,
+        lambda w: {"name": f"i{uuid.uuid4().hex[:8]}"},
+        shared={"container_id": "container"},
+    ),
     # A project_write volume: every member sees it; its owner and the project's admins change it.
     Row(
         "POST", P + "/volumes", PROJECT_MEMBERS, lambda w: {"name": f"v{uuid.uuid4().hex[:8]}", "type": "nfs"}

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from activities.local_environment import workload_labels
@@ -36,6 +37,7 @@ from api.app import create_app
 from config import Settings
 from models.accounts import PlatformRole
 from models.containers import ContainerStatus
+from models.images import CustomImage
 from models.jobs import JobStatus
 from tests.api.test_containers import make_spec
 from tests.api.test_projects import Headers, approved_project, eventually
@@ -65,6 +67,10 @@ HEARTBEATING = {
     "copy_volume",
     "delete_volume",
     "delete_project_storage",
+    "commit_container",
+    "publish_image",
+    "clean_up_commit",
+    "delete_image",
 }
 ENDED = {
     "container": {ContainerStatus.deleted.value},
@@ -230,6 +236,11 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             assert created.status_code == 201, created.text
             kinds[created.json()["id"]] = "container"
 
+        # Two custom images committed from one of Alice's containers (on Kubernetes, with no registry set,
+        # they fail, saying why): one deleted along the way, one that lives until its project is deleted.
+        source = next(i for i, k in kinds.items() if k == "container")
+        images = await commit_two_images(api, people["alice"], url, source)
+
         # Two volumes: one deleted along the way, one that lives until its project is deleted.
         volumes: dict[str, str] = {}
         for name in ("keep", "drop"):
@@ -249,7 +260,7 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
         async def delete_along_the_way() -> None:
             """Containers go, one by one, whatever state they are in; two jobs are stopped mid-way."""
             order = [i for i, k in kinds.items() if k == "container"] + doomed_jobs + [volumes["drop"]]
-            order.append(transfer_id)
+            order += [transfer_id, images["drop"]]
             rng.shuffle(order)
             for resource_id in order:
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
@@ -258,6 +269,7 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
                     assert stopped.status_code == 200, stopped.text
                     continue
                 plural = {"container": "containers", "job": "jobs"}.get(kinds.get(resource_id, ""), "volumes")
+                plural = "images" if resource_id == images["drop"] else plural
                 owner = people["bob"] if plural == "jobs" else people["alice"]
                 deleted = await api.delete(f"{url}/{plural}/{resource_id}", headers=owner)
                 # A job may have succeeded before its delete; then the delete only hides it. A volume's
@@ -319,8 +331,11 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
                 f'{search_attributes.PROJECT.name} = "{project_id}" AND ExecutionStatus = "Running"'
             )
         ]
-        assert sorted(running) == sorted([f"project-{project_id}", f"volume-{volumes['keep']}"]), running
+        kept = [f"project-{project_id}", f"volume-{volumes['keep']}", f"image-commit-{images['keep']}"]
+        assert sorted(running) == sorted(kept), running
         await check_heartbeats(client, list(kinds), kinds)
+        await check_heartbeats(client, list(images.values()), dict.fromkeys(images.values(), "image-commit"))
+        assert image_status(engine, images["drop"]) == "deleted"
 
         async def volume_status(volume_id: str) -> str:
             shown = await api.get(f"{url}/volumes/{volume_id}", headers=people["alice"])
@@ -341,6 +356,7 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
 
         await eventually(project_deleted, 120)
         assert await volume_status(volumes["keep"]) == "deleted"  # data goes with its project, not before
+        assert image_status(engine, images["keep"]) == "deleted"
         remaining = [
             found.id
             async for found in client.list_workflows(
@@ -357,6 +373,33 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             "seconds_in_all": round(time.monotonic() - began, 1),
         }
         print("chaos:", json.dumps(report))
+
+
+async def commit_two_images(
+    api: httpx.AsyncClient, who: Headers, url: str, container_id: str
+) -> dict[str, str]:
+    async def running() -> bool:
+        shown = await api.get(f"{url}/containers/{container_id}", headers=who)
+        return bool(shown.json()["status"] == "running")
+
+    await eventually(running, 60)
+    images: dict[str, str] = {}
+    for name in ("keep", "drop"):
+        started = await api.post(f"{url}/containers/{container_id}/commit", headers=who, json={"name": name})
+        assert started.status_code == 202, started.text
+        images[name] = started.json()["id"]
+
+        async def settled(image_id: str = images[name]) -> bool:
+            shown = await api.get(f"{url}/images/{image_id}", headers=who)
+            return bool(shown.json()["status"] in ("available", "failed"))
+
+        await eventually(settled, 60)  # one commit per container at a time
+    return images
+
+
+def image_status(engine: Engine, image_id: str) -> str:
+    with Session(engine) as session:
+        return str(session.get_one(CustomImage, image_id).status)
 
 
 def count_runs(lane: Lane, markers: Path, project_id: str, job_id: str, name: str) -> int:

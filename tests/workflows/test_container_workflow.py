@@ -113,7 +113,7 @@ def container_spec(project_id: str, container_id: str, gpu: int, image: str = IM
         name=f"dev {container_id}",
         image=image,
         resources=ResourceRequest(gpu=gpu, vcpu=2, ram_gb=8),
-        ports=[ServicePort(name="jupyter", port=8888)],
+        ports=[ServicePort(name="ssh", port=22)],  # a real server on the local runtime
     )
 
 
@@ -202,7 +202,7 @@ async def test_scheduled_start_then_deleted_at_its_end_time(
         await env.sleep(timedelta(hours=2))
         running = await until(env, handle, is_(ContainerStatus.running))
         assert await env.get_current_time() >= start_at
-        assert [(e.name, e.port, e.host) for e in running.endpoints] == [("jupyter", 8888, "127.0.0.1")]
+        assert [(e.name, e.port, e.host) for e in running.endpoints] == [("ssh", 22, "127.0.0.1")]
         assert row(engine, running.id).status == ContainerStatus.running
         assert (await panel(project)).in_use.gpu == 1  # the project heard it is running
         described = await handle.describe()
@@ -393,5 +393,5 @@ def test_an_older_snapshot_never_overwrites_the_read_model(engine: Engine) -> No
         ContainerStatus.running,
         3,
         1,
-        [{"name": "jupyter", "port": 8888}],
+        [{"name": "ssh", "port": 22}],
     )
