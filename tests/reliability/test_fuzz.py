@@ -35,9 +35,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from config import Settings
-from models.accounts import PlatformRole
+from models.accounts import PlatformRole, User
+from models.base import new_id
 from models.catalog import Spec
 from models.containers import Container
+from models.images import CustomImage, ImageStatus
 from models.jobs import Job
 from models.lifecycle import DeleteRequest
 from models.projects import Project
@@ -68,6 +70,8 @@ class Targets:
     template_id: str
     container_id: str = ""
     job_id: str = ""
+    public_image_id: str = ""
+    custom_image_id: str = ""
     answers: Counter[int] = field(default_factory=Counter)
 
 
@@ -103,6 +107,11 @@ def fuzz(schema: Any, base_url: str, who: dict[str, str], targets: Targets) -> l
         path = {name: targets.path[name] for name in names if name in targets.path}
         if "resource_id" in names:
             path["resource_id"] = targets.container_id if "/containers/" in operation.path else targets.job_id
+        if "container_id" in names:
+            path["container_id"] = targets.container_id
+        if "image_id" in names:
+            public = "/images/public/" in operation.path
+            path["image_id"] = targets.public_image_id if public else targets.custom_image_id
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = operation.as_strategy(generation_mode=mode, path_parameters=path or None)
             positive = mode == GenerationMode.POSITIVE
@@ -208,8 +217,28 @@ async def seed(api: httpx.AsyncClient, people: dict[str, Headers], engine: Engin
         headers=bob,
         json={"name": "hello", "spec_id": spec_id, "image": "busybox", "command": "true"},
     )
-    for created in (template, schedule, container, job):
+    image = await api.post(
+        "/api/v1/images/public",
+        headers=people["root"],
+        json={"name": "fuzz", "tag": "v1", "reference": "busybox:1.36", "services": [{"name": "ssh"}]},
+    )
+    for created in (template, schedule, container, job, image):
         assert created.status_code == 201, created.text
+    with Session(engine) as session:  # Bob's committed image, as a commit leaves it
+        owner = session.exec(select(User).where(User.username == "bob")).one()
+        custom = CustomImage(
+            id=new_id(),
+            project_id=project["id"],
+            owner_id=owner.id,
+            owner="bob",
+            name="mine",
+            tag="v1",
+            status=ImageStatus.available,
+            source_container_id=container.json()["id"],
+        )
+        session.add(custom)
+        session.commit()
+        custom_id = custom.id
     return Targets(
         path={
             "project_id": project["id"],
@@ -220,6 +249,8 @@ async def seed(api: httpx.AsyncClient, people: dict[str, Headers], engine: Engin
         template_id=template.json()["id"],
         container_id=container.json()["id"],
         job_id=job.json()["id"],
+        public_image_id=image.json()["id"],
+        custom_image_id=custom_id,
     )
 
 
