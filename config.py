@@ -97,7 +97,9 @@ class Settings(BaseSettings):
         "ghcr.io/containerd/nerdctl:v2.0.3",
         description="Kubernetes: the image of commit Jobs; it needs nerdctl and a shell.",
     )
-    platform_namespace: str = Field("mlcp-system", description="Kubernetes: where commit Jobs run.")
+    commit_namespace: str = Field(
+        "mlcp-commits", description="Kubernetes: where commit Jobs run (Pod Security must allow hostPath)."
+    )
     containerd_socket: str = Field("/run/containerd/containerd.sock", description="On every node.")
     install_tools: bool = Field(
         True, description="mlcp dev installs Jupyter for local containers (background)."

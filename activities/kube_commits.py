@@ -1,6 +1,7 @@
 """Commits on Kubernetes: a Job on the container's node runs `nerdctl commit` and `nerdctl push`.
 
-The Job lives in the platform's namespace (Pod Security keeps hostPath out of project namespaces), pinned
+The Job lives in a namespace of its own, `MLCP_COMMIT_NAMESPACE` (Pod Security keeps hostPath out of project
+namespaces and the platform's restricted one), pinned
 to the pod's node by node affinity on its name, tolerating every taint, with the node's containerd socket
 and the registry's push credentials (a dockerconfigjson Secret) mounted. Its name derives from the image ID
 and `backoffLimit` is 0, so a retried activity adopts the Job it made instead of committing twice; and the
@@ -173,7 +174,7 @@ class KubernetesCommitter:
         self._sleep = sleep
         self._registry = registry
         self._settings = settings
-        self._namespace = settings.platform_namespace
+        self._namespace = settings.commit_namespace
 
     def _need_registry(self) -> Registry:
         if self._registry is None:

@@ -41,16 +41,15 @@ from activities.local_environment import (
     SERVICES_COMMAND,
     credential_files,
     serves,
-    service_view,
     services_environment,
     storage_environment,
     tools_folder,
-    unsupported,
     workload_environment,
     workload_labels,
 )
 from activities.local_folder import ARCHIVE_FOLDER, RESTORED_FILE, ExitRecord, LaunchRecord, WorkloadFolder
 from activities.local_gpus import LocalGpus
+from activities.local_status import status_of
 from activities.local_supervisor import (
     group_members,
     labelled_groups,
@@ -72,7 +71,6 @@ from activities.storage import LocalStorage
 from config import Settings
 from models.base import utcnow
 from models.workloads import (
-    Endpoint,
     ProjectEnvironment,
     RuntimeEvent,
     WorkloadSpec,
@@ -83,12 +81,10 @@ from models.workloads import (
 RUNTIME_FOLDER = "runtime"
 PROJECT_FILE = "project.json"
 LOCK_FILE = ".lock"
-LOOPBACK = "127.0.0.1"
 IMAGES_FOLDER = "images"
 STOP_GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL on delete
 KILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
-MESSAGE_LIMIT = 300
 SUPERVISOR_SCRIPT = Path(local_supervisor.__file__).resolve()
 # An idle process stands in for an image's own entrypoint, so a container without a command runs.
 # Its one log line says so, since the log is where a user looks first.
@@ -404,74 +400,4 @@ class LocalRuntime:
         spec = folder.spec()
         if spec is None:
             return WorkloadStatus(state=WorkloadState.gone)
-        kind = kind_of(self.kinds, spec.kind)
-        endpoints = [Endpoint(name=port.name, port=port.port, host=LOOPBACK) for port in spec.main.ports]
-        notes = unsupported(spec, kind, restored=(folder.path / RESTORED_FILE).exists())
-        finished = folder.finished()
-        launch = folder.launch()
-        if finished is None and launch is not None and is_running(launch):
-            state, message = WorkloadState.running, ""
-            if serves(spec):  # running once every service listens or has said why it cannot
-                view = service_view(folder.path, spec)
-                endpoints, notes = view.endpoints, notes + view.notes
-                if view.waiting:
-                    state, message = WorkloadState.creating, view.waiting
-            return WorkloadStatus(
-                state=state,
-                message=message,
-                started_at=launch.started_at,
-                endpoints=endpoints,
-                gpus=launch.gpus,
-                unsupported=notes,
-            )
-        finished = finished or folder.finished()  # it may have ended between the two reads
-        if finished is not None:
-            return self._finished(folder, kind, launch, finished, notes)
-        if launch is not None:
-            return WorkloadStatus(
-                state=WorkloadState.failed,
-                reason="Lost",
-                message="the process ended without recording how (the host restarted or it was killed "
-                "from outside); applying it again starts it anew",
-                started_at=launch.started_at,
-                unsupported=notes,
-            )
-        if spec.main.resources.gpu:
-            reason, message = "Unschedulable", self._gpus.shortage(spec)
-        else:
-            reason, message = "", "not started yet: the next apply starts it"
-        return WorkloadStatus(
-            state=WorkloadState.pending,
-            reason=reason,
-            message=message,
-            endpoints=[] if serves(spec) else endpoints,  # nothing listens before it runs
-            unsupported=notes,
-        )
-
-    @staticmethod
-    def _finished(
-        folder: WorkloadFolder,
-        kind: RuntimeKind,
-        launch: LaunchRecord | None,
-        record: ExitRecord,
-        notes: list[str],
-    ) -> WorkloadStatus:
-        code = record.exit_code
-        if record.reason:
-            state, reason, message = WorkloadState.failed, record.reason, record.message
-        elif code == 0 and kind.runs_to_completion:
-            state, reason, message = WorkloadState.succeeded, "Completed", ""
-        else:
-            # A workload meant to run until deleted has failed when it ends, even with exit code 0.
-            state, reason = WorkloadState.failed, "Completed" if code == 0 else "Error"
-            message = folder.last_log_line() or record.message or f"exited with code {code}"
-        return WorkloadStatus(
-            state=state,
-            reason=reason,
-            message=message[:MESSAGE_LIMIT],
-            exit_code=code,
-            started_at=launch.started_at if launch else None,
-            finished_at=record.finished_at,
-            gpus=launch.gpus if launch else [],
-            unsupported=notes,
-        )
+        return status_of(folder, spec, kind_of(self.kinds, spec.kind), is_running, self._gpus.shortage)

@@ -193,7 +193,7 @@ class PushedWhenJobRuns:
         self.manifests: dict[tuple[str, str], RegistryManifest] = {}
 
     def _job_succeeded(self) -> bool:
-        jobs = self.kube.double.objects(r.JOBS, "mlcp-system")
+        jobs = self.kube.double.objects(r.JOBS, "mlcp-commits")
         return any(job.get("status", {}).get("succeeded") for job in jobs)
 
     def manifest(self, repository: str, reference: str) -> RegistryManifest | None:
@@ -220,7 +220,7 @@ class PushedWhenJobRuns:
 @pytest.fixture
 def running_container(kube: Kube) -> Kube:
     kube.project()
-    kube.runtime.apply_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mlcp-system"}})
+    kube.runtime.apply_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mlcp-commits"}})
     kube.runtime.apply(CONTAINER)
     kube.settle()
     return kube
@@ -252,7 +252,7 @@ def test_the_commit_job_runs_on_the_pods_node_and_a_retry_commits_nothing_twice(
     assert (result.config_digest, result.size_bytes, result.digest) == (config, 4096, "sha256:" + "d" * 64)
     assert any("volumes" in note for note in result.notes)
 
-    (job,) = kube.double.objects(r.JOBS, "mlcp-system")
+    (job,) = kube.double.objects(r.JOBS, "mlcp-commits")
     pod_spec = job["spec"]["template"]["spec"]
     (pod,) = [
         p for p in kube.objects(r.PODS) if p["metadata"]["labels"].get("mlcp.io/resource-id") == "c0ntainer1"
@@ -267,14 +267,14 @@ def test_the_commit_job_runs_on_the_pods_node_and_a_retry_commits_nothing_twice(
     )
     assert env["TARGET"] == f"registry.example:5000/mlcp/{CONTAINER.project_id}/mymodel:commit-img1"
     assert job["spec"]["backoffLimit"] == 0 and job["metadata"]["labels"]["mlcp.io/kind"] == "image-commit"
-    secret = kube.double.objects(r.SECRETS, "mlcp-system")[0]
+    secret = kube.double.objects(r.SECRETS, "mlcp-commits")[0]
     assert secret["type"] == "kubernetes.io/dockerconfigjson" and "s3cret" not in json.dumps(job)
 
     committer.clean_up(SOURCE)
     kube.settle()
-    assert kube.double.objects(r.JOBS, "mlcp-system") == []
+    assert kube.double.objects(r.JOBS, "mlcp-commits") == []
     assert committer.commit(SOURCE, lambda _: None).digest == result.digest  # the pushed tag is found
-    assert kube.double.objects(r.JOBS, "mlcp-system") == []  # and no Job is made again
+    assert kube.double.objects(r.JOBS, "mlcp-commits") == []  # and no Job is made again
 
     published = committer.publish(PublishRequest(source=SOURCE, result=result))
     assert published.reference == f"registry.example:5000/mlcp/{CONTAINER.project_id}/mymodel@{result.digest}"

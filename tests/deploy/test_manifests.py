@@ -15,6 +15,7 @@ from config import Settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = DEPLOY / "kubernetes"
 NAMESPACE = "mlcp-system"
+COMMITS = "mlcp-commits"
 PART_OF = {"app.kubernetes.io/part-of": "mlcp"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 # What the platform manages in project namespaces, by API group.
@@ -89,7 +90,15 @@ def test_every_file_parses_and_every_object_is_named_labelled_and_placed() -> No
         key for key, n in Counter((o["kind"], o["metadata"]["name"]) for o in objects).items() if n > 1
     ]
     assert not duplicates
-    assert set(_by_kind("Namespace")) == {NAMESPACE}
+    namespaces = _by_kind("Namespace")
+    assert set(namespaces) == {NAMESPACE, COMMITS}
+    levels = {
+        name: ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+        for name, ns in namespaces.items()
+    }
+    # The platform runs restricted; only commit Jobs, which mount a node's containerd socket, run privileged.
+    assert levels == {NAMESPACE: "restricted", COMMITS: "privileged"}
+    assert Settings().commit_namespace == COMMITS
 
 
 def test_kustomization_applies_every_manifest_but_the_secret_example() -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import httpx
 import pytest
 
@@ -99,9 +100,20 @@ async def test_a_member_runs_a_container_and_a_second_one_waits_its_turn(dev_sta
 
         async def logged() -> bool:
             detail = (await api.get(first_url, headers=bob)).json()
-            return "this idle process keeps the container up" in detail["log_tail"] and bool(detail["events"])
+            return "mlcp local runtime: services" in detail["log_tail"] and bool(detail["events"])
 
         await _eventually(logged)
+        # Its SSH answers at the endpoint shown; Jupyter, not installed for this stack, shows none.
+        (ssh,) = running["endpoints"]
+        async with asyncssh.connect(
+            ssh["host"],
+            ssh["port"],
+            username="bob",
+            password=body["password"],
+            known_hosts=None,
+            client_keys=None,
+        ) as connection:
+            assert (await connection.run("echo hi", check=True)).stdout == "hi\n"
 
         second = await api.post(url, headers=bob, json=body | {"name": "second"})
         assert second.status_code == 201, second.text
