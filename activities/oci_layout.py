@@ -95,7 +95,8 @@ def write_layer(
     """The tree as a gzip tar into `target`: (blob digest, diff ID, compressed size)."""
     compressed = _HashingWriter(target)
     read = 0
-    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6) as zipped:
+    # Level 1: what a container holds (weights, wheels, binaries) barely compresses, and time counts more.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=1) as zipped:
         uncompressed = _HashingWriter(zipped)  # type: ignore[arg-type]
         with tarfile.open(fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
             for path in _entries(root, excluded):

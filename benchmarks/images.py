@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import asyncssh
-import psutil
 
 from activities.local import LocalRuntime
 from activities.local_environment import tools_folder
 from activities.local_folder import is_runtime_entry
 from activities.local_services import jupyter_state
+from activities.local_supervisor import group_members
 from activities.oci_layout import ImageStore
 from activities.registry import Registry
 from models.workloads import Credentials, ResourceRequest, ServicePort, WorkloadState
@@ -79,9 +79,14 @@ def snapshot(home: Path, megabytes: int, files: int) -> None:
             )
 
 
-def group_rss(pid: int) -> float:
-    root = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / MIB
+def group_rss(process_group: int) -> float:
+    """MiB resident in the group's processes; the SSH sessions' own shells are in groups of their own."""
+    total = 0
+    for pid in group_members(process_group):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total / MIB
 
 
 def services(home: Path) -> None:
