@@ -47,7 +47,14 @@ from activities.local_environment import (
     workload_environment,
     workload_labels,
 )
-from activities.local_folder import ARCHIVE_FOLDER, RESTORED_FILE, ExitRecord, LaunchRecord, WorkloadFolder
+from activities.local_folder import (
+    ARCHIVE_FOLDER,
+    FILES_FOLDER,
+    RESTORED_FILE,
+    ExitRecord,
+    LaunchRecord,
+    WorkloadFolder,
+)
 from activities.local_gpus import LocalGpus
 from activities.local_status import status_of
 from activities.local_supervisor import (
@@ -209,14 +216,16 @@ class LocalRuntime:
         return self._folder(project_id, kind, resource_id).spec()
 
     def commit_folder(self, project_id: str, kind: str, resource_id: str) -> Path:
-        """The working folder of a running workload, which a commit captures."""
+        """The own folder of a running workload, which a commit captures."""
         folder = self._folder(project_id, kind, resource_id)
         state = self._status(folder).state
         if state not in (WorkloadState.running, WorkloadState.creating):
             raise CommitFailed(
                 "ContainerNotRunning", f"{workload_name(kind, resource_id)} is {state.value}, not running"
             )
-        return folder.path
+        files = folder.path / FILES_FOLDER
+        files.mkdir(exist_ok=True)
+        return files
 
     def _restore(self, folder: WorkloadFolder, spec: WorkloadSpec) -> None:
         """A container made from a committed image starts with the image's files in its folder, once."""
@@ -224,7 +233,9 @@ class LocalRuntime:
         marker = folder.path / RESTORED_FILE
         if not digest or marker.exists() or not self.images.has(digest):
             return
-        written = self.images.restore(digest, folder.path)
+        files = folder.path / FILES_FOLDER
+        files.mkdir(exist_ok=True)
+        written = self.images.restore(digest, files)
         marker.write_text(digest)
         folder.add_event("Normal", "Restored", f"{written} files and folders of image {digest[:19]} restored")
 

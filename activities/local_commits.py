@@ -1,4 +1,4 @@
-"""Commits on the local runtime: a container's working folder as a deterministic OCI image.
+"""Commits on the local runtime: a container's own folder (`files/`) as a deterministic OCI image.
 
 The snapshot goes to the local image store (`MLCP_HOME/images`, an OCI image layout) under the image's
 internal tag, and is pushed to the platform registry when one is set; a container made from the image
@@ -17,7 +17,6 @@ from activities.image_commits import (
     repository_of,
 )
 from activities.local import LocalRuntime
-from activities.local_folder import is_runtime_entry
 from activities.oci_layout import MANIFEST_TYPE, ImageStore
 from activities.registry import Registry
 from models.images import CommitProgress, CommitResult, CommitSource
@@ -35,7 +34,8 @@ class LocalCommitter:
     def _notes(self, source: CommitSource) -> list[str]:
         spec = self._runtime.spec_of(source.project_id, source.container_kind, source.container_id)
         notes = [
-            "the container's working folder is captured; running processes and memory are not",
+            "the container's own folder (its SSH and Jupyter home) is captured; running processes and "
+            "memory are not",
             "file times are set to 1970 and owners to root, so the same files always give the same digest",
         ]
         if spec is not None and spec.mounts:
@@ -55,7 +55,6 @@ class LocalCommitter:
             progress(CommitProgress(stage="committing", bytes=0))
             snapshot = self._store.snapshot(
                 folder,
-                is_runtime_entry,
                 lambda read: progress(CommitProgress(stage="committing", bytes=read)),
             )
             digest = snapshot.digest

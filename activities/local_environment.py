@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from activities import local_mounts, local_services
 from activities.kube_manifests import AUTHORIZED_KEYS_ENV, PASSWORD_HASH_ENV
-from activities.local_folder import CREDENTIALS_FOLDER, SERVICES_FILE
+from activities.local_folder import CREDENTIALS_FOLDER, FILES_FOLDER, SERVICES_FILE
 from activities.local_supervisor import write_atomically
 from activities.object_storage import AccessKeys
 from activities.runtime import RuntimeKind
@@ -33,8 +33,8 @@ def unsupported(spec: WorkloadSpec, kind: RuntimeKind, restored: bool = False) -
     role = spec.main
     if restored:
         notes = [
-            f"image {role.image}: its files were restored into the working folder from the local image "
-            "store; programs come from the host's own filesystem"
+            f"image {role.image}: its files were restored into the container's own folder from the local "
+            "image store; programs come from the host's own filesystem"
         ]
     else:
         notes = [f"image {role.image} is not pulled: the process runs on the host's own filesystem"]
@@ -159,7 +159,9 @@ def services_environment(folder: Path, spec: WorkloadSpec, tools: Path) -> dict[
         return {}
     secrets = folder / CREDENTIALS_FOLDER
     secrets.mkdir(mode=0o700, exist_ok=True)
+    (folder / FILES_FOLDER).mkdir(exist_ok=True)
     return {
+        "MLCP_CONTAINER_FILES": str(folder / FILES_FOLDER),
         "MLCP_SERVICES": json.dumps([port.model_dump() for port in spec.main.ports]),
         "MLCP_SERVICES_FILE": str(folder / SERVICES_FILE),
         "MLCP_SSH_HOST_KEY_FILE": str(secrets / "ssh_host_ed25519_key"),

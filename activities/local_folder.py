@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from activities.local_mounts import MOUNT_POINTS_FILE
 from activities.local_supervisor import (
     EVENTS_FILE,
     EXIT_FILE,
@@ -26,18 +25,11 @@ ARCHIVE_FOLDER = "logs"
 LAUNCHING_FILE = "launching"
 CREDENTIALS_FOLDER = "credentials"
 SERVICES_FILE = "services.json"  # what the container's services listen on (activities/local_services.py)
-RESTORED_FILE = "restored"  # its image's files were unpacked into the folder
+RESTORED_FILE = "restored"  # its image's files were unpacked into FILES_FOLDER
+# A container's own files, apart from the runtime's records: its services' working and home folder, what a
+# commit captures and what a container made from the image starts with.
+FILES_FOLDER = "files"
 TAIL_BLOCK_BYTES = 64 * 1024
-# The runtime's own records in a workload's folder; the rest is the workload's, and what a commit captures.
-RUNTIME_ENTRIES = frozenset(
-    {SPEC_FILE, LOG_FILE, PID_FILE, EXIT_FILE, EVENTS_FILE, LAUNCHING_FILE, CREDENTIALS_FOLDER}
-    | {SERVICES_FILE, RESTORED_FILE, MOUNT_POINTS_FILE}
-)
-
-
-def is_runtime_entry(name: str) -> bool:
-    """A record of the runtime's, or one being written (write_atomically's `.<name>.<pid>.<thread>`)."""
-    return name in RUNTIME_ENTRIES or any(name.startswith(f".{entry}.") for entry in RUNTIME_ENTRIES)
 
 
 class LaunchRecord(BaseModel):

@@ -383,12 +383,14 @@ async def main() -> int:
     report = Report(Path(os.environ["MLCP_SERVICES_FILE"]), [service["name"] for service in services])
     tools = Path(os.environ.get("MLCP_TOOLS_DIR", ""))
     credentials = Path(os.environ["MLCP_SSH_HOST_KEY_FILE"]).parent
-    workdir = Path(os.environ.get("MLCP_WORKDIR") or os.getcwd())
+    # The container's own folder is its home; a mount marked as the working folder is where sessions start.
+    home = os.environ.get("MLCP_CONTAINER_FILES") or os.getcwd()
+    workdir = Path(os.environ.get("MLCP_WORKDIR") or home)
     # The sessions' environment: the container's, without what only this process needs.
     env = {
         key: value for key, value in os.environ.items() if key not in ("MLCP_SERVICES", "MLCP_SERVICES_FILE")
     }
-    env.setdefault("HOME", str(workdir))
+    env["HOME"] = home
     held: list[Any] = []
     children: list[asyncio.subprocess.Process] = []
     log = sys.stdout

@@ -62,15 +62,13 @@ class _HashingWriter:
         self.target.flush()
 
 
-def _entries(root: Path, excluded: Callable[[str], bool]) -> Iterator[Path]:
-    """Every path under root, sorted, depth first; excluded top-level names and their trees left out."""
+def _entries(root: Path) -> Iterator[Path]:
+    """Every path under root, sorted, depth first."""
     for entry in sorted(os.scandir(root), key=lambda item: item.name):
         path = Path(entry.path)
-        if path.parent == root and excluded(entry.name):
-            continue
         yield path
         if entry.is_dir(follow_symlinks=False):
-            yield from _entries(path, excluded)
+            yield from _entries(path)
 
 
 def _tar_info(root: Path, path: Path) -> tarfile.TarInfo | None:
@@ -89,9 +87,7 @@ def _tar_info(root: Path, path: Path) -> tarfile.TarInfo | None:
     return info
 
 
-def write_layer(
-    root: Path, target: IO[bytes], excluded: Callable[[str], bool], progress: Progress
-) -> tuple[str, str, int]:
+def write_layer(root: Path, target: IO[bytes], progress: Progress) -> tuple[str, str, int]:
     """The tree as a gzip tar into `target`: (blob digest, diff ID, compressed size)."""
     compressed = _HashingWriter(target)
     read = 0
@@ -99,7 +95,7 @@ def write_layer(
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=1) as zipped:
         uncompressed = _HashingWriter(zipped)  # type: ignore[arg-type]
         with tarfile.open(fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            for path in _entries(root, excluded):
+            for path in _entries(root):
                 info = _tar_info(root, path)
                 if info is None:
                     continue
@@ -167,7 +163,7 @@ class ImageStore:
     def has(self, digest: str) -> bool:
         return self._blob(digest).is_file()
 
-    def snapshot(self, folder: Path, excluded: Callable[[str], bool], progress: Progress) -> Snapshot:
+    def snapshot(self, folder: Path, progress: Progress) -> Snapshot:
         """The folder's tree as an image in the store (its blobs; tag it to keep it)."""
         with self._locked():
             pass  # the layout exists before the long copy; the copy itself needs no lock
@@ -175,7 +171,7 @@ class ImageStore:
             dir=self.root / "blobs" / "sha256", prefix=".layer-", delete=False
         ) as handle:
             scratch = Path(handle.name)
-            layer_digest, diff_id, layer_size = write_layer(folder, handle, excluded, progress)
+            layer_digest, diff_id, layer_size = write_layer(folder, handle, progress)
         layer_path = self._blob(layer_digest)
         if layer_path.exists():
             scratch.unlink()

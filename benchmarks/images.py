@@ -19,7 +19,6 @@ import asyncssh
 
 from activities.local import LocalRuntime
 from activities.local_environment import tools_folder
-from activities.local_folder import is_runtime_entry
 from activities.local_services import jupyter_state
 from activities.local_supervisor import group_members
 from activities.oci_layout import ImageStore
@@ -49,14 +48,14 @@ def snapshot(home: Path, megabytes: int, files: int) -> None:
     make_tree(tree, megabytes, files)
     store = ImageStore(home / "store")
     began = time.perf_counter()
-    first = store.snapshot(tree, is_runtime_entry, lambda _: None)
+    first = store.snapshot(tree, lambda _: None)
     took = time.perf_counter() - began
     rate, image_size = megabytes / took, first.size_bytes / MIB
     print(
         f"snapshot of {megabytes} MiB, {files} files: {took:.1f} s ({rate:.0f} MiB/s), {image_size:.0f} MiB"
     )
     began = time.perf_counter()
-    again = store.snapshot(tree, is_runtime_entry, lambda _: None)
+    again = store.snapshot(tree, lambda _: None)
     same = again.digest == first.digest
     print(f"the same tree again: {time.perf_counter() - began:.1f} s, same digest: {same}")
     restored = home / "restored"

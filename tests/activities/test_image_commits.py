@@ -19,7 +19,6 @@ import pytest
 
 from activities.image_commits import PublishRequest, internal_tag, publish_to_registry
 from activities.kube_commits import KubernetesCommitter, job_name
-from activities.local_folder import is_runtime_entry
 from activities.oci_layout import ImageStore
 from activities.registry import Registry, RegistryError, RegistryManifest
 from activities.runtime import CommitFailed
@@ -46,20 +45,19 @@ def tree(root: Path) -> Path:
     (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
     (root / "run.sh").chmod(0o755)
     (root / "link").symlink_to("work/model.txt")
-    (root / "log").write_text("started\n")  # the runtime's own record: never captured
     return root
 
 
 def test_the_same_tree_gives_the_same_digest_and_restores(tmp_path: Path) -> None:
     store = ImageStore(tmp_path / "store")
-    first = store.snapshot(tree(tmp_path / "a"), is_runtime_entry, lambda _: None)
+    first = store.snapshot(tree(tmp_path / "a"), lambda _: None)
     time.sleep(0.01)
     copy = tmp_path / "b"
     shutil.copytree(tmp_path / "a", copy, symlinks=True)
     (copy / "work" / "model.txt").touch()  # new mtime, same content
-    assert store.snapshot(copy, is_runtime_entry, lambda _: None).digest == first.digest
+    assert store.snapshot(copy, lambda _: None).digest == first.digest
     (copy / "work" / "model.txt").write_text("retrained\n")
-    assert store.snapshot(copy, is_runtime_entry, lambda _: None).digest != first.digest
+    assert store.snapshot(copy, lambda _: None).digest != first.digest
 
     store.tag("mlcp/p/mymodel:v1", first.digest)
     restored = tmp_path / "restored"
@@ -67,7 +65,6 @@ def test_the_same_tree_gives_the_same_digest_and_restores(tmp_path: Path) -> Non
     store.restore(first.digest, restored)
     assert (restored / "work" / "model.txt").read_text() == "trained\n"
     assert (restored / "run.sh").stat().st_mode & 0o111 and (restored / "link").is_symlink()
-    assert not (restored / "log").exists()
     index = json.loads((tmp_path / "store" / "index.json").read_text())
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
         "mlcp/p/mymodel:v1"

@@ -78,9 +78,11 @@ def test_ssh_logs_in_with_the_password_and_the_key_and_runs_in_the_container_fol
     assert [e.name for e in status.endpoints] == ["ssh"]  # Jupyter is not installed in this home
     assert any(note.startswith("service jupyterlab: Jupyter is not installed") for note in status.unsupported)
 
-    folder = tmp_path / "runtime" / f"mlcp-{PROJECT}" / "container-sshbox"
+    folder = tmp_path / "runtime" / f"mlcp-{PROJECT}" / "container-sshbox" / "files"  # its own, and its home
     by_password = asyncio.run(
-        run_over_ssh(ssh.node_port or 0, "pwd; echo made > made.txt", password=PASSWORD)
+        run_over_ssh(
+            ssh.node_port or 0, 'pwd; echo made > made.txt; test "$HOME" = "$PWD"', password=PASSWORD
+        )
     )
     assert by_password.exit_status == 0 and by_password.stdout == f"{folder}\n"
     assert (folder / "made.txt").read_text() == "made\n"

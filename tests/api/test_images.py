@@ -199,6 +199,7 @@ async def test_the_image_decides_services_logins_and_cuda_of_what_runs_it(
     await platform.delete(f"{PUBLIC}/{image['id']}", headers=root)
     run = await platform.post(f"{templates}/{template.json()['id']}/run", headers=alice, json={})
     assert run.status_code == 422 and run.json()["field"] == "image_id"
+    await delete_containers(platform, alice, f"/api/v1/projects/{project['id']}")
 
 
 async def ssh_run(port: int, command: str) -> str:
@@ -301,5 +302,19 @@ async def test_a_commit_captures_what_was_written_and_a_new_container_restores_i
     await eventually(gone, 30)
     assert store.tagged(f"mlcp/{project['id']}/mymodel:v1") is None
     assert store.has(image["digest"])  # v2 still holds the same manifest
-    for container in (first["id"], second["id"]):
-        await platform.delete(f"{base}/containers/{container}", headers=alice)
+    await delete_containers(platform, alice, base)
+
+
+async def delete_containers(api: httpx.AsyncClient, who: Headers, base: str) -> None:
+    """Every container of the project gone, so no process outlives the test."""
+    listed = (await api.get(f"{base}/containers", headers=who, params={"limit": 500})).json()["items"]
+    ids = [item["id"] for item in listed]
+    if ids:
+        answer = await api.post(f"{base}/containers/delete", headers=who, json={"ids": ids})
+        assert answer.status_code == 200, answer.text
+
+    async def gone() -> bool:
+        left = (await api.get(f"{base}/containers", headers=who)).json()["items"]
+        return not [item for item in left if item["status"] != "deleted"]
+
+    await eventually(gone, 60)
