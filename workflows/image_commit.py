@@ -57,14 +57,7 @@ class ImageCommitWorkflow:
     @workflow.run
     async def run(self, input: ImageCommitInput) -> str:
         state = self._state
-        workflow.upsert_search_attributes(
-            [
-                search_attributes.PROJECT.value_set(state.project_id),
-                search_attributes.OWNER.value_set(state.owner),
-                search_attributes.KIND.value_set(KIND),
-                search_attributes.STATUS.value_set(state.status.value),
-            ]
-        )
+        search_attributes.announce(state.project_id, state.owner, KIND, state.status.value)
         try:
             await self._record()
             if state.status == ImageStatus.committing and not state.delete_requested_by:
@@ -165,7 +158,7 @@ class ImageCommitWorkflow:
     def _set(self, status: ImageStatus, stage: str, reason: str, message: str) -> None:
         state = self._state
         if status != state.status:
-            workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+            search_attributes.status_changed(status.value)
         state.status, state.stage, state.reason, state.message = status, stage, reason[:128], message[:2000]
         state.version += 1
 

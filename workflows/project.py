@@ -349,7 +349,7 @@ class ProjectWorkflow:
     def _set_status(self, status: ProjectStatus) -> None:
         if self._state.status != status:
             self._state.status = status
-            workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+            search_attributes.status_changed(status.value)
             self._touch()
 
     def _mail(self, message: MailMessage) -> None:

@@ -60,14 +60,7 @@ class VolumeWorkflow:
     @workflow.run
     async def run(self, input: VolumeInput) -> str:
         state = self._state
-        workflow.upsert_search_attributes(
-            [
-                search_attributes.PROJECT.value_set(state.project_id),
-                search_attributes.OWNER.value_set(state.owner),
-                search_attributes.KIND.value_set(KIND),
-                search_attributes.STATUS.value_set(state.status.value),
-            ]
-        )
+        search_attributes.announce(state.project_id, state.owner, KIND, state.status.value)
         try:
             await self._record()
             if state.status == VolumeStatus.creating and not state.delete_requested_by:
@@ -210,7 +203,7 @@ class VolumeWorkflow:
     def _set(self, status: VolumeStatus, reason: str, message: str) -> None:
         state = self._state
         if status != state.status:
-            workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+            search_attributes.status_changed(status.value)
         state.status, state.reason, state.message = status, reason, message
         state.version += 1
 

@@ -262,14 +262,7 @@ class WorkloadLifecycle(ABC):
 
     def _announce(self) -> None:
         state = self._state
-        workflow.upsert_search_attributes(
-            [
-                search_attributes.PROJECT.value_set(state.project_id),
-                search_attributes.OWNER.value_set(state.owner),
-                search_attributes.KIND.value_set(self.kind),
-                search_attributes.STATUS.value_set(self._state.status),
-            ]
-        )
+        search_attributes.announce(state.project_id, state.owner, self.kind, state.status)
 
     # ---- waiting -----------------------------------------------------------------------------
 
@@ -442,7 +435,7 @@ class WorkloadLifecycle(ABC):
         if (state.status, state.reason, state.message) == (status, reason, message):
             return
         if state.status != status:
-            workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+            search_attributes.status_changed(status.value)
         state.status, state.reason, state.message = status, reason, message
         state.version += 1
 
