@@ -94,8 +94,7 @@ class Settings(BaseSettings):
         "mlcp", description="Custom images go to <prefix>/<project>/<name>."
     )
     commit_image: str = Field(
-        "ghcr.io/containerd/nerdctl:v2.0.3",
-        description="Kubernetes: the image of commit Jobs; it needs nerdctl and a shell.",
+        "", description="Kubernetes: the commit Jobs' image (nerdctl and a shell); empty: the platform image."
     )
     commit_namespace: str = Field(
         "mlcp-commits", description="Kubernetes: where commit Jobs run (Pod Security must allow hostPath)."

@@ -135,7 +135,7 @@ def commit_job_manifest(
                     "containers": [
                         {
                             "name": "commit",
-                            "image": settings.commit_image,
+                            "image": settings.commit_image or settings.platform_image,
                             "command": ["/bin/sh", "-c", COMMIT_SCRIPT],
                             "env": [{"name": key, "value": value} for key, value in env.items()],
                             "securityContext": {"runAsUser": 0},

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve_registry(folder: Path, read_only: bool = False) -> Iterator[str]:
+def _serve_registry(folder: Path, read_only: bool = False, password: str = "") -> Iterator[str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("docker-registry is not installed (Debian: apt-get install docker-registry)")
@@ -90,10 +91,19 @@ def _serve_registry(folder: Path, read_only: bool = False) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "config.yml"
     readonly = "  maintenance:\n    readonly:\n      enabled: true\n" if read_only else ""
+    auth = ""
+    if password:  # htpasswd wants bcrypt, which the C library's crypt makes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+        (folder / "htpasswd").write_text(
+            f"robot:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+        )
+        auth = f"auth:\n  htpasswd:\n    realm: mlcp\n    path: {folder / 'htpasswd'}\n"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {folder / 'data'}\n  delete:\n    enabled: true\n{readonly}"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
     process = subprocess.Popen(
         [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -102,7 +112,7 @@ def _serve_registry(folder: Path, read_only: bool = False) -> Iterator[str]:
         give_up = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/").status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/").status_code in (200, 401):
                     break
             except httpx.TransportError:
                 pass
@@ -176,6 +186,16 @@ def test_a_read_only_registry_refuses_the_push_for_good(tmp_path: Path) -> None:
         with pytest.raises(RegistryError) as refused:
             committer.commit(SOURCE, lambda _: None)
         assert refused.value.permanent
+
+
+def test_a_registry_with_credentials_takes_the_right_ones_only(tmp_path: Path) -> None:
+    for address in _serve_registry(tmp_path / "registry", password="s3cret-pass"):
+        committer = _local_committer(tmp_path, Registry(address, "robot", "s3cret-pass", insecure=True))
+        result = committer.commit(SOURCE, lambda _: None)
+        assert committer.publish(PublishRequest(source=SOURCE, result=result)).digest == result.digest
+        with pytest.raises(RegistryError) as refused:
+            Registry(address, "robot", "wrong", insecure=True).manifest(result.repository, "v1")
+        assert refused.value.permanent and "401" in str(refused.value)
 
 
 # ---- Kubernetes: the commit Job on the double -----------------------------------------------------
