@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sysconfig
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import models.tables  # noqa: F401
+from activities.local_environment import tools_folder
+from activities.local_services import install_jupyter, jupyter_state
 from api.app import create_app
 from api.security import hash_password
 from config import Settings, register_search_attributes
@@ -28,6 +31,16 @@ POSTGRES_SKIP_REASON = os.environ.get(
     "MLCP_TEST_POSTGRES_SKIP_REASON", "MLCP_TEST_POSTGRES_URL is not set (make test sets it when it can)"
 )
 PASSWORD = "correct-horse-battery"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When a test needs Jupyter and it is not installed yet, its install starts now, in the background,
+    so the download overlaps the tests before it (the `jupyter_tools` fixture waits on the same lock)."""
+    if not any("jupyter_tools" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    tools = tools_folder(None)
+    if jupyter_state(tools) == "missing":
+        threading.Thread(target=install_jupyter, args=(tools,), name="jupyter-install", daemon=True).start()
 
 
 def _postgres_database(base_url: str) -> Iterator[str]:
