@@ -27,6 +27,7 @@ format: $(STAMP)
 
 # The PostgreSQL lane's throwaway server is stopped however pytest ends (pass, fail or Ctrl-C).
 test: $(STAMP) lint
+	@bash deploy/dev/debian-packages.sh --for-tests
 	@eval "$$(bash deploy/dev/test-postgres.sh)"; \
 	trap 'bash deploy/dev/test-postgres.sh stop' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/python -m pytest

@@ -33,10 +33,19 @@ POSTGRES_SKIP_REASON = os.environ.get(
 PASSWORD = "correct-horse-battery"
 
 
+def _needs_jupyter(item: pytest.Item) -> bool:
+    return "jupyter_tools" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need Jupyter run last, so its install (started below) overlaps everything else."""
+    items[:] = [item for item in items if not _needs_jupyter(item)] + [i for i in items if _needs_jupyter(i)]
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """When a test needs Jupyter and it is not installed yet, its install starts now, in the background,
-    so the download overlaps the tests before it (the `jupyter_tools` fixture waits on the same lock)."""
-    if not any("jupyter_tools" in getattr(item, "fixturenames", ()) for item in session.items):
+    """When a test needs Jupyter and it is not installed yet, its install starts now, in the background
+    (the `jupyter_tools` fixture waits on the same lock)."""
+    if not any(_needs_jupyter(item) for item in session.items):
         return
     tools = tools_folder(None)
     if jupyter_state(tools) == "missing":
