@@ -343,7 +343,13 @@ async def serve_jupyter(
         *login,
         *(["--allow-root"] if os.geteuid() == 0 else []),  # the worker's user, whoever that is
         cwd=workdir,
-        env={**env, "JUPYTER_CONFIG_DIR": str(credentials / f"jupyter-{name}")},
+        # Its config and runtime files (the cookie secret, the server's token file) stay with the
+        # credentials, out of the container's own folder that a commit captures.
+        env={
+            **env,
+            "JUPYTER_CONFIG_DIR": str(credentials / f"jupyter-{name}"),
+            "JUPYTER_RUNTIME_DIR": str(credentials / f"jupyter-{name}-runtime"),
+        },
         stdout=log,
         stderr=log,
     )

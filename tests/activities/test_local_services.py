@@ -129,6 +129,9 @@ def test_jupyterlab_answers_and_its_web_terminal_runs_a_command(tmp_path: Path, 
             answer = client.get("/api/status")
             assert answer.status_code == 200 and "started" in answer.json()
         asyncio.run(_terminal_echo(terminal.node_port or 0))
+        # Jupyter's secrets stay with the credentials, out of what a commit of the container captures.
+        files = tmp_path / "runtime" / f"mlcp-{PROJECT}" / "container-lab" / "files"
+        assert files.is_dir() and not [path.name for path in files.rglob("*") if "secret" in path.name]
     finally:
         runtime.delete_project(PROJECT)
 

@@ -5,6 +5,7 @@ runs and is deleted; a job that runs to success. The workloads run on the Kubern
 
 .venv/bin/python -m tests.workflows.record_history            # project, container, job
 .venv/bin/python -m tests.workflows.record_history volume     # a volume's life, with its project
+.venv/bin/python -m tests.workflows.record_history image      # a custom image's life, with its project
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ HISTORY = HISTORIES / "project_whole_life.json"
 CONTAINER_HISTORY = HISTORIES / "container_queued_to_deleted.json"
 JOB_HISTORY = HISTORIES / "job_success.json"
 VOLUME_HISTORY = HISTORIES / "volume_with_its_project.json"
+IMAGE_HISTORY = HISTORIES / "image_commit_with_its_project.json"
 
 
 async def recording_environment() -> WorkflowEnvironment:
@@ -173,5 +175,49 @@ async def record_volume() -> None:
     await env.shutdown()
 
 
+async def record_image() -> None:
+    """A custom image committed, published and waiting, then deleted with its project."""
+    from activities.image_commits import ImageCommitActivities
+    from models.lifecycle import AdmitRequest, Quota
+    from tests.workflows.test_image_commit_workflow import RecordingCommitter, new_input
+    from tests.workflows.test_project_workflow import approve
+    from workflows.image_commit import ImageCommitWorkflow
+
+    env = await recording_environment()
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{folder}/history.db"
+        migrate(url)
+        engine = make_engine(url)
+        now = await env.get_current_time()
+        state = new_state(start=now - timedelta(minutes=1), end=now + timedelta(days=3), project_id="replay3")
+        activities = ImageCommitActivities(engine, RecordingCommitter()).all()
+        async with project_worker(env.client, engine, MailCatcher(), [ImageCommitWorkflow], activities) as tq:
+            project = await start_project(env.client, tq, state)
+            await approve(project, "a-replay3")
+            start = new_input()
+            start.state.project_id = start.state.source.project_id = state.id
+            workflow_id = f"image-commit-{start.state.id}"
+            hold = AdmitRequest(
+                resource_id=start.state.id,
+                kind="image-commit",
+                workflow_id=workflow_id,
+                owner_id="a",
+                request=Quota(),
+            )
+            await project.execute_update(ProjectWorkflow.hold_storage, hold)
+            handle = await env.client.start_workflow(
+                ImageCommitWorkflow.run, start, id=workflow_id, task_queue=tq
+            )
+            await handle.execute_update(ImageCommitWorkflow.recorded)
+            await project.result()  # its end, grace and deletion, which deletes the image
+            await handle.result()
+            IMAGE_HISTORY.write_text((await handle.fetch_history()).to_json())
+        engine.dispose()
+    await env.shutdown()
+
+
 if __name__ == "__main__":
-    asyncio.run(record_volume() if sys.argv[1:] == ["volume"] else record())
+    chosen = sys.argv[1:]
+    asyncio.run(
+        record_volume() if chosen == ["volume"] else record_image() if chosen == ["image"] else record()
+    )

@@ -12,8 +12,15 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.workflows.record_history import CONTAINER_HISTORY, HISTORY, JOB_HISTORY, VOLUME_HISTORY
+from tests.workflows.record_history import (
+    CONTAINER_HISTORY,
+    HISTORY,
+    IMAGE_HISTORY,
+    JOB_HISTORY,
+    VOLUME_HISTORY,
+)
 from workflows.container import ContainerWorkflow
+from workflows.image_commit import ImageCommitWorkflow
 from workflows.job import JobWorkflow
 from workflows.project import ProjectWorkflow
 from workflows.volume import VolumeWorkflow
@@ -30,8 +37,9 @@ def load(path: Path) -> WorkflowHistory:
         (CONTAINER_HISTORY, ContainerWorkflow, 30),  # queued, admitted, running, deleted
         (JOB_HISTORY, JobWorkflow, 30),  # admitted, running, succeeded, log kept, cleaned up
         (VOLUME_HISTORY, VolumeWorkflow, 20),  # made, sampled, an expand refused, deleted with its project
+        (IMAGE_HISTORY, ImageCommitWorkflow, 20),  # committed, published, deleted with its project
     ],
-    ids=["project", "container", "job", "volume"],
+    ids=["project", "container", "job", "volume", "image"],
 )
 async def test_recorded_history_replays(path: Path, workflow: type, least_events: int) -> None:
     history = load(path)
