@@ -8,6 +8,8 @@ GitLab, the distribution registry with a token server).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +41,6 @@ class RegistryManifest:
 
     @property
     def config_digest(self) -> str:
-        import json
-
         document: dict[str, Any] = json.loads(self.body)
         return str(document.get("config", {}).get("digest", ""))
 
@@ -106,8 +106,6 @@ class Registry:
         _check(response, f"reading {repository}:{reference}")
         body = response.content
         # Docker-Content-Digest is optional in the OCI spec: the body's own hash is the digest then.
-        import hashlib
-
         digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = response.headers.get("Content-Type", "").split(";")[0]
         return RegistryManifest(digest=digest, media_type=media_type, body=body)

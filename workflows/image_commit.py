@@ -32,10 +32,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.lifecycle import WORKLOAD_SHUTDOWN_SIGNAL, ShutdownNotice, WorkloadEvent
     from workflows import search_attributes
+    from workflows.recording import ReadModel
     from workflows.workload import (
         PROJECT_RELEASE,
-        RECORD_RETRY,
-        RECORD_TIMEOUT,
         failure_of,
         project_workflow_id,
     )
@@ -52,7 +51,7 @@ class ImageCommitWorkflow:
     def __init__(self, input: ImageCommitInput) -> None:
         self._state: ImageCommitState = input.state
         self._timings = input.timings
-        self._recorded_version = -1
+        self._read_model = ReadModel(ImageCommitActivities.record_image)
 
     @workflow.run
     async def run(self, input: ImageCommitInput) -> str:
@@ -163,23 +162,14 @@ class ImageCommitWorkflow:
         state.version += 1
 
     async def _record(self) -> None:
-        if self._recorded_version >= self._state.version:
-            return
-        version = self._state.version
-        await workflow.execute_activity_method(
-            ImageCommitActivities.record_image,
-            self._state,
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
-        )
-        self._recorded_version = max(self._recorded_version, version)
+        await self._read_model.record(self._state)
 
     # ---- updates and signals -------------------------------------------------------------------
 
     @workflow.update
     async def recorded(self) -> ImageCommitState:
         """Answers once the row is the workflow's; the API starts commits with update-with-start on it."""
-        await workflow.wait_condition(lambda: self._recorded_version >= 0)
+        await workflow.wait_condition(lambda: self._read_model.version >= 0)
         return self._state
 
     @workflow.update
@@ -190,8 +180,7 @@ class ImageCommitWorkflow:
             state.delete_requested_by = request.requested_by
         await workflow.wait_condition(
             lambda: (
-                state.status in (ImageStatus.deleting, ImageStatus.deleted)
-                and self._recorded_version >= state.version
+                state.status in (ImageStatus.deleting, ImageStatus.deleted) and self._read_model.shows(state)
             )
         )
         return state

@@ -26,10 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from models.lifecycle import WORKLOAD_SHUTDOWN_SIGNAL, ShutdownNotice, WorkloadEvent
     from models.volumes import VolumeDelete, VolumeInput, VolumeResize, VolumeState, VolumeStatus
     from workflows import search_attributes
+    from workflows.recording import ReadModel
     from workflows.workload import (
         PROJECT_RELEASE,
-        RECORD_RETRY,
-        RECORD_TIMEOUT,
         failure_of,
         project_workflow_id,
     )
@@ -52,7 +51,7 @@ class VolumeWorkflow:
     def __init__(self, input: VolumeInput) -> None:
         self._state: VolumeState = input.state
         self._timings = input.timings
-        self._recorded_version = -1
+        self._read_model = ReadModel(VolumeActivities.record_volume)
         self._resizes: list[VolumeResize] = []
         self._resized: list[VolumeResize] = []  # done, for the updates waiting on them
         self._wakeups = 0
@@ -208,16 +207,7 @@ class VolumeWorkflow:
         state.version += 1
 
     async def _record(self) -> None:
-        if self._recorded_version >= self._state.version:
-            return
-        version = self._state.version
-        await workflow.execute_activity_method(
-            VolumeActivities.record_volume,
-            self._state,
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
-        )
-        self._recorded_version = max(self._recorded_version, version)
+        await self._read_model.record(self._state)
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -228,7 +218,7 @@ class VolumeWorkflow:
     @workflow.update
     async def recorded(self) -> VolumeState:
         """Answers once the row exists; the API creates volumes with update-with-start on it."""
-        await workflow.wait_condition(lambda: self._recorded_version >= 0)
+        await workflow.wait_condition(lambda: self._read_model.version >= 0)
         return self._state
 
     @workflow.update
@@ -269,7 +259,7 @@ class VolumeWorkflow:
         await workflow.wait_condition(
             lambda: (
                 state.status in (VolumeStatus.deleting, VolumeStatus.deleted)
-                and self._recorded_version >= state.version
+                and self._read_model.shows(state)
             )
         )
         return state
