@@ -15,6 +15,7 @@ import contextlib
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,12 +61,22 @@ async def recording_environment() -> WorkflowEnvironment:
     return env
 
 
-async def record() -> None:
-    env = await recording_environment()
+@contextlib.contextmanager
+def recording_database() -> Iterator[Engine]:
+    """A migrated SQLite database for the read models the recorded workflows write."""
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/history.db"
         migrate(url)
         engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+async def record() -> None:
+    env = await recording_environment()
+    with recording_database() as engine:
         now = await env.get_current_time()
         state = new_state(start=now + timedelta(days=1), end=now + timedelta(days=10), project_id="replay1")
         async with project_worker(env.client, engine, MailCatcher(), [FakeWorkloadWorkflow]) as tq:
@@ -95,7 +106,6 @@ async def record() -> None:
             history = await handle.fetch_history()
         HISTORY.write_text(history.to_json())
         await record_workloads(env, engine)
-        engine.dispose()
     await env.shutdown()
 
 
@@ -138,10 +148,7 @@ async def record_volume() -> None:
     from workflows.volume import VolumeWorkflow, volume_workflow_id
 
     env = await recording_environment()
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/history.db"
-        migrate(url)
-        engine = make_engine(url)
+    with recording_database() as engine:
         now = await env.get_current_time()
         state = new_state(start=now - timedelta(minutes=1), end=now + timedelta(days=3), project_id="replay2")
         async with project_worker(env.client, engine, MailCatcher(), [VolumeWorkflow]) as tq:
@@ -171,7 +178,6 @@ async def record_volume() -> None:
             await project.result()
             await handle.result()
             VOLUME_HISTORY.write_text((await handle.fetch_history()).to_json())
-        engine.dispose()
     await env.shutdown()
 
 
@@ -184,10 +190,7 @@ async def record_image() -> None:
     from workflows.image_commit import ImageCommitWorkflow
 
     env = await recording_environment()
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/history.db"
-        migrate(url)
-        engine = make_engine(url)
+    with recording_database() as engine:
         now = await env.get_current_time()
         state = new_state(start=now - timedelta(minutes=1), end=now + timedelta(days=3), project_id="replay3")
         activities = ImageCommitActivities(engine, RecordingCommitter()).all()
@@ -212,7 +215,6 @@ async def record_image() -> None:
             await project.result()  # its end, grace and deletion, which deletes the image
             await handle.result()
             IMAGE_HISTORY.write_text((await handle.fetch_history()).to_json())
-        engine.dispose()
     await env.shutdown()
 
 
