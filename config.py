@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     runtime: Literal["local", "kubernetes"] = "local"
     kubeconfig: str = Field("", description="Kubeconfig file; empty: in-cluster, else ~/.kube/config.")
     node_host: str = Field("", description="Host users reach NodePorts at; empty: the pod's node IP.")
+    kube_cluster_domain: str = Field(
+        "cluster.local", description="The Kubernetes cluster's DNS domain: training cluster pods search it."
+    )
 
     smtp_host: str = Field("", description="SMTP server; empty means mail goes to the outbox table.")
     smtp_port: int = 587
@@ -58,6 +61,9 @@ class Settings(BaseSettings):
     )
     project_grace_days: float = Field(14, ge=0, description="Days between a project's end and its deletion.")
     job_max_runtime_hours: int = Field(72, gt=0, description="Active deadline of every job (3 days).")
+    cluster_max_hours: float = Field(
+        720, gt=0, description="The longest a training cluster may run: its end at most this far (30 days)."
+    )
 
     # Object storage (the `s3` volumes). Empty endpoint: `mlcp dev` runs SeaweedFS and fills these in.
     s3_endpoint: str = Field(

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from activities import local_mounts, local_supervisor
+from activities import local_clusters, local_mounts, local_supervisor
 from activities.gpu import GpuDeviceList, nvml_devices
 from activities.heartbeat import not_interrupted
 from activities.local_environment import (
@@ -77,6 +77,7 @@ from activities.runtime import (
 from activities.storage import LocalStorage
 from config import Settings
 from models.base import utcnow
+from models.clusters import ClusterHosts, ClusterPlace
 from models.workloads import (
     ProjectEnvironment,
     RuntimeEvent,
@@ -86,6 +87,7 @@ from models.workloads import (
 )
 
 RUNTIME_FOLDER = "runtime"
+CLUSTER_KIND = "cluster"  # a cluster's pods and its shared folder are named after it, as on Kubernetes
 PROJECT_FILE = "project.json"
 LOCK_FILE = ".lock"
 IMAGES_FOLDER = "images"
@@ -210,6 +212,41 @@ class LocalRuntime:
         kind_of(self.kinds, kind)
         self._delete(self._folder(project_id, kind, resource_id))
 
+    # --- training clusters (activities/local_clusters.py)
+
+    def prepare_cluster(self, place: ClusterPlace) -> str:
+        folder = self._folder(place.project_id, CLUSTER_KIND, place.cluster_id).path
+        with self._host_lock():
+            return local_clusters.ensure_keypair(folder)
+
+    def publish_hosts(self, hosts: ClusterHosts) -> None:
+        members = {
+            host: self._member_folder(hosts.project_id, hosts.cluster_id, host).path for host in hosts.hosts
+        }
+        launcher = self._member_folder(hosts.project_id, hosts.cluster_id, "launcher").path
+        cluster = self._folder(hosts.project_id, CLUSTER_KIND, hosts.cluster_id).path
+        local_clusters.write_hosts(launcher, cluster, hosts, members)
+
+    def delete_cluster(self, project_id: str, cluster_id: str) -> bool:
+        project = self._project_folder(project_id)
+        prefix = f"{workload_name(CLUSTER_KIND, cluster_id)}-"
+        members = (
+            [entry for entry in project.iterdir() if entry.name.startswith(prefix)]
+            if project.is_dir()
+            else []
+        )
+        for entry in members:
+            self._delete(WorkloadFolder(entry))
+        self._delete(self._folder(project_id, CLUSTER_KIND, cluster_id))
+        return not any(entry.exists() for entry in members)
+
+    def _member_folder(self, project_id: str, cluster_id: str, member: str) -> WorkloadFolder:
+        return self._folder(project_id, CLUSTER_KIND, f"{cluster_id}-{member}")
+
+    def _cluster_folder(self, spec: WorkloadSpec) -> Path:
+        assert spec.cluster is not None
+        return self._folder(spec.project_id, CLUSTER_KIND, spec.cluster.cluster_id).path
+
     # --- commits (activities/local_commits.py)
 
     def spec_of(self, project_id: str, kind: str, resource_id: str) -> WorkloadSpec | None:
@@ -271,6 +308,13 @@ class LocalRuntime:
         env.update(storage_environment(spec, self.storage.identity(spec.project_id)))
         env.update(credential_files(folder.path, spec))
         env.update(services_environment(folder.path, spec, self.tools))
+        hostname = None
+        if spec.cluster is not None:
+            hostname = spec.cluster.member
+            launcher = self._member_folder(spec.project_id, spec.cluster.cluster_id, "launcher")
+            env.update(
+                local_clusters.member_environment(launcher.path, self._cluster_folder(spec), spec.cluster)
+            )
         self._restore(folder, spec)
         if not command and serves(spec):
             command = SERVICES_COMMAND
@@ -283,7 +327,11 @@ class LocalRuntime:
             local_mounts.prepare(folder.path, mounts, link=local_mounts.bubblewrap() is None)
             with folder.log.open("ab") as log:
                 child = subprocess.Popen(
-                    [*supervisor, "--", *local_mounts.wrapped(command or KEEP_ALIVE, mounts, workdir)],
+                    [
+                        *supervisor,
+                        "--",
+                        *local_mounts.wrapped(command or KEEP_ALIVE, mounts, workdir, hostname),
+                    ],
                     cwd=folder.path,
                     env=env,
                     stdin=subprocess.DEVNULL,

@@ -104,11 +104,17 @@ def _host_root() -> list[str]:
     return arguments
 
 
-def wrapped(command: list[str], mounts: list[HostMount], workdir: str | None) -> list[str]:
+def wrapped(
+    command: list[str], mounts: list[HostMount], workdir: str | None, hostname: str | None = None
+) -> list[str]:
+    """The command inside bubblewrap with the mounts, and in a UTS namespace of its own when it is given a
+    host name (a training cluster's pod); as it is when there is nothing to do or no bubblewrap."""
     binary = bubblewrap()
-    if binary is None or not mounts:
+    if binary is None or not (mounts or hostname):
         return command
     arguments = [binary, "--die-with-parent", *_host_root()]
+    if hostname:
+        arguments += ["--unshare-uts", "--hostname", hostname]
     for mount in mounts:
         arguments += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
     if workdir:

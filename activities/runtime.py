@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from models.clusters import ClusterHosts, ClusterPlace
 from models.workloads import MAIN_ROLE, ProjectEnvironment, RuntimeEvent, WorkloadSpec, WorkloadStatus
 
 LABEL_PROJECT = "mlcp.io/project"
@@ -106,6 +107,23 @@ class WorkloadRuntime(Protocol):
 
     def delete(self, project_id: str, kind: str, resource_id: str) -> None:
         """Stop and remove the workload with everything it owns; absent is success."""
+        ...
+
+    # A training cluster's pods are workloads of their own (a spec with `cluster` set); these are the
+    # cluster's shared pieces.
+
+    def prepare_cluster(self, place: ClusterPlace) -> str:
+        """Create (once) what the cluster's pods share: host names they resolve, an SSH keypair generated
+        here whose private half stays in the runtime, the hostfile's home. Returns the public key."""
+        ...
+
+    def publish_hosts(self, hosts: ClusterHosts) -> None:
+        """Write the hostfile into the running launcher atomically (write, then rename), unless it already
+        holds this generation or a newer one."""
+        ...
+
+    def delete_cluster(self, project_id: str, cluster_id: str) -> bool:
+        """Delete every pod of the cluster and its shared pieces; True once nothing of it is left."""
         ...
 
 

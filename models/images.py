@@ -42,6 +42,13 @@ class LoginMethod(StrEnum):
     key = "key"
 
 
+class Framework(StrEnum):
+    """Distributed training frameworks an image carries; a training cluster of that type needs one."""
+
+    horovod = "horovod"
+    deepspeed = "deepspeed"
+
+
 class ImageType(StrEnum):
     private = "private"  # 私有: its owner uses it (the project's admins see it)
     project = "project"  # 專案: every member of the project uses it
@@ -73,6 +80,7 @@ class ImageFields(SQLModel):
     cuda_versions: list[str] = SQLField(default_factory=list, sa_type=JSON)
     services: list[dict[str, Any]] = SQLField(default_factory=list, sa_type=JSON)  # ServicePort dumps
     login_methods: list[str] = SQLField(default_factory=lambda: ["password", "key"], sa_type=JSON)
+    frameworks: list[str] = SQLField(default_factory=list, sa_type=JSON)  # horovod, deepspeed
     created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -169,6 +177,9 @@ class ImageOffer(RequestModel):
     login_methods: list[LoginMethod] = Field(
         default_factory=lambda: [LoginMethod.password, LoginMethod.key], max_length=2
     )
+    frameworks: list[Framework] = Field(
+        default_factory=list, max_length=2, description="Training clusters of these types may use it"
+    )
 
     _services = field_validator("services")(check_offers)
 
@@ -199,6 +210,7 @@ class PublicImageUpdate(RequestModel):
     cuda_versions: list[CudaVersion] | None = Field(None, max_length=32)
     services: list[ServiceOffer] | None = Field(None, max_length=16)
     login_methods: list[LoginMethod] | None = Field(None, max_length=2)
+    frameworks: list[Framework] | None = Field(None, max_length=2)
 
     _services = field_validator("services")(check_offers)
     _cuda = field_validator("cuda_versions")(check_cuda)

@@ -2,6 +2,7 @@
 
 from models.accounts import ApiToken, User
 from models.catalog import GpuModel, Purpose, Spec
+from models.clusters import Cluster
 from models.containers import Container
 from models.images import CustomImage, PublicImage
 from models.job_templates import JobTemplate
@@ -17,6 +18,7 @@ from models.volumes import StorageIdentity, StorageSettings, Volume
 __all__ = [
     "ApiToken",
     "ApplicationRecord",
+    "Cluster",
     "Container",
     "CustomImage",
     "GpuModel",

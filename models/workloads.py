@@ -123,6 +123,21 @@ class WorkloadRole(BaseModel):
     env: dict[str, str] = {}
     resources: ResourceRequest
     ports: list[ServicePort] = []
+    # Whether users reach its ports (NodePort services on Kubernetes); a cluster's workers serve SSH to the
+    # launcher alone, inside the project.
+    expose: bool = True
+
+
+class ClusterMembership(BaseModel):
+    """A pod of a training cluster: which cluster (its shared objects: host names, SSH key, hostfile) and
+    which member, `launcher` or `worker-NN`, which is also its host name."""
+
+    cluster_id: str = Field(pattern=r"^[a-z0-9]{1,32}$")
+    member: str = Field(pattern=r"^(launcher|worker-[0-9]{2,3})$")
+
+    @property
+    def is_launcher(self) -> bool:
+        return self.member == "launcher"
 
 
 class ImageChoice(BaseModel):
@@ -145,6 +160,7 @@ class WorkloadSpec(BaseModel):
     mounts: list[VolumeMount] = []
     credentials: Credentials | None = None
     image_choice: ImageChoice = ImageChoice()
+    cluster: ClusterMembership | None = None
     active_deadline_seconds: int | None = Field(None, gt=0, description="Jobs: killed after this long")
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from sqlmodel import Session
 from temporalio.client import Client
@@ -77,7 +77,15 @@ def _ports(body: ContainerCreate, image: ImageUse) -> list[ServicePort]:
     return [offered[name] for name in body.services]
 
 
-def _check_login(body: ContainerCreate, image: ImageUse) -> None:
+class Logins(Protocol):
+    """A create body's login fields: containers' and clusters' alike."""
+
+    password: str | None
+    ssh_public_key: str | None
+    ssh_key_id: str | None
+
+
+def check_login(body: Logins, image: ImageUse) -> None:
     if body.password is not None and "password" not in image.login_methods:
         raise invalid("password", "the image does not allow password login; give an ssh_key_id")
     if (body.ssh_key_id or body.ssh_public_key) and "key" not in image.login_methods:
@@ -85,7 +93,7 @@ def _check_login(body: ContainerCreate, image: ImageUse) -> None:
         raise invalid(field, "the image does not allow key login; give a password")
 
 
-def _credentials(session: Session, body: ContainerCreate, owner_ids: list[str]) -> Credentials:
+def credentials_for(session: Session, body: Logins, owner_ids: list[str]) -> Credentials:
     if body.password is None and body.ssh_public_key is None and body.ssh_key_id is None:
         raise invalid("password", "give a password, an ssh_key_id, an ssh_public_key, or more than one")
     authorized = [body.ssh_public_key.strip()] if body.ssh_public_key else []
@@ -139,13 +147,13 @@ def plan(session: Session, project: Project, body: ContainerCreate, owner_ids: l
             cuda_version=body.cuda_version,
             resources=resources,
         )
-    _check_login(body, image)
+    check_login(body, image)
     end_at = body.end_at if duration is None else (body.start_at or utcnow()) + duration
     mounts = {owner: resolve_mounts(session, project.id, owner, body.mounts) for owner in owner_ids}
     return Plan(
         spec_id=body.spec_id,
         resources=resources,
-        credentials=_credentials(session, body, owner_ids),
+        credentials=credentials_for(session, body, owner_ids),
         end_at=end_at,
         mounts=mounts,
         image=image,

@@ -50,6 +50,7 @@ def _offers(session: Session, container: Container) -> dict[str, Any]:
     return {
         "services": base.services,
         "login_methods": base.login_methods,
+        "frameworks": base.frameworks,
         "accelerator": base.accelerator,
         "cuda_versions": base.cuda_versions,
         "os": base.os,

@@ -223,6 +223,7 @@ class ImageUse(NamedTuple):
     services: list[ServicePort] | None  # None: a raw reference, whose services the request names
     login_methods: list[str]
     choice: ImageChoice
+    frameworks: list[str] | None  # None: a raw reference, whose frameworks nobody can tell
     env: dict[str, str]  # what the runtime is told of the CUDA version
 
 
@@ -297,7 +298,9 @@ def choose_image(
         )
     if reference is not None:
         choice = ImageChoice(cuda_version=cuda_version)
-        return ImageUse(reference, None, [m.value for m in LoginMethod], choice, _cuda_env(cuda_version))
+        return ImageUse(
+            reference, None, [m.value for m in LoginMethod], choice, None, _cuda_env(cuda_version)
+        )
     assert image_id is not None
     image = _usable_image(session, project_id, owner_id, image_id)
     version = _cuda_version(image, cuda_version)
@@ -305,5 +308,10 @@ def choose_image(
         image_id=image.id, cuda_version=version, warning=_vendor_warning(session, image, resources)
     )
     return ImageUse(
-        image.reference, image.service_ports(), list(image.login_methods), choice, _cuda_env(version)
+        image.reference,
+        image.service_ports(),
+        list(image.login_methods),
+        choice,
+        list(image.frameworks),
+        _cuda_env(version),
     )

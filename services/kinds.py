@@ -21,15 +21,17 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
+from activities.clusters import ClusterActivities
 from activities.containers import ContainerRecords
 from activities.image_commits import ImageCommitActivities
 from activities.jobs import JobActivities
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_status import job_outcome
-from activities.runtime import RuntimeKind, WorkloadRuntime
+from activities.runtime import Manifest, RuntimeKind, WorkloadRuntime
 from activities.transfers import TransferRecords
 from activities.volumes import VolumeActivities
 from config import Settings
+from models.clusters import Cluster, ClusterDetail, ClusterInput, ClusterPublic, ClusterState, ClusterStatus
 from models.containers import (
     Container,
     ContainerDetail,
@@ -43,6 +45,8 @@ from models.jobs import Job, JobDetail, JobInput, JobPublic, JobState, JobStatus
 from models.transfers import Transfer, TransferPublic
 from models.volumes import Volume, VolumePublic, VolumeStatus
 from models.workload_lifecycle import WorkloadLifecycleState, WorkloadRecord
+from models.workloads import WorkloadSpec
+from workflows.cluster import ClusterWorkflow
 from workflows.container import ContainerWorkflow
 from workflows.image_commit import KIND as IMAGE_KIND
 from workflows.image_commit import ImageCommitWorkflow
@@ -66,7 +70,7 @@ class WorkloadKind:
     detail: type[BaseModel]
     state: type[WorkloadLifecycleState]
     input: type[BaseModel]
-    workflow: type[WorkloadLifecycle]
+    workflow: type[WorkloadLifecycle] | type[ClusterWorkflow]
     activities: ActivitiesFor
     runtime: RuntimeKind
     api_module: str  # imported by the API only, so the worker never loads FastAPI
@@ -142,7 +146,39 @@ TRANSFER = replace(
     api_module="api.routers.transfers",
 )
 
-KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB, TRANSFER)
+
+def _cluster_pod_manifest(spec: WorkloadSpec) -> Manifest:
+    from activities.kube_clusters import cluster_pod_manifest
+
+    return cluster_pod_manifest(spec)
+
+
+# A cluster's pods are its runtime workloads, one by one (`<id>-launcher`, `<id>-worker-00`, ...); each is a
+# bare Pod on Kubernetes, so ordinals are stable and the highest goes first on scale-in.
+CLUSTER = WorkloadKind(
+    name=ClusterWorkflow.kind,
+    plural="clusters",
+    id_letter="k",
+    status=ClusterStatus,
+    final_statuses=frozenset({ClusterStatus.failed.value, ClusterStatus.deleted.value}),
+    table=Cluster,
+    public=ClusterPublic,
+    detail=ClusterDetail,
+    state=ClusterState,
+    input=ClusterInput,
+    workflow=ClusterWorkflow,
+    activities=lambda engine, runtime: ClusterActivities(engine, runtime).all(),
+    runtime=RuntimeKind(
+        name=ClusterWorkflow.kind,
+        controller="Pod",
+        controller_manifest=_cluster_pod_manifest,
+        outcome=None,
+        runs_to_completion=False,
+    ),
+    api_module="api.routers.clusters",
+)
+
+KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB, TRANSFER, CLUSTER)
 
 
 @dataclass(frozen=True)

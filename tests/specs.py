@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.workloads import ResourceRequest, ServicePort, WorkloadRole, WorkloadSpec
+from models.workloads import Credentials, ResourceRequest, ServicePort, WorkloadRole, WorkloadSpec
 
 
 def one_role_spec(
@@ -23,3 +23,31 @@ def one_role_spec(
 def with_main(spec: WorkloadSpec, **role: Any) -> WorkloadSpec:
     """A copy of `spec` whose main role has `role`'s fields changed."""
     return spec.model_copy(update={"roles": [spec.main.model_copy(update=role), *spec.roles[1:]]})
+
+
+def cluster_spec(
+    *,
+    project_id: str,
+    cluster_id: str,
+    workers: int,
+    resources: ResourceRequest,
+    image: str = "registry.example/horovod:0.28",
+    owner: str = "alice",
+    credentials: Credentials | None = None,
+) -> WorkloadSpec:
+    """A training cluster's whole spec as the API makes it: a launcher with SSH, workers with SSH inside."""
+    ssh = [ServicePort(name="ssh", port=22)]
+    return WorkloadSpec(
+        project_id=project_id,
+        resource_id=cluster_id,
+        kind="cluster",
+        owner=owner,
+        name="train",
+        roles=[
+            WorkloadRole(name="launcher", image=image, resources=resources, ports=ssh),
+            WorkloadRole(
+                name="worker", count=workers, image=image, resources=resources, ports=ssh, expose=False
+            ),
+        ],
+        credentials=credentials,
+    )

@@ -95,6 +95,40 @@ class _Interrupted:
 INTERRUPTED = _Interrupted()
 
 
+async def interruptible(
+    activity: Callable[..., Any],
+    arg: Any,
+    within: timedelta,
+    retry: RetryPolicy,
+    stopping: Callable[[], bool],
+) -> Any:
+    """Run a runtime activity unless a stop comes first: then it is cancelled (and its cancellation waited
+    for, so nothing it does lands after the teardown) and INTERRUPTED comes back."""
+    handle = workflow.start_activity_method(
+        activity,
+        arg,
+        start_to_close_timeout=within,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        retry_policy=retry,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )
+    try:
+        await workflow.wait_condition(lambda: handle.done() or stopping())
+    except asyncio.CancelledError:
+        await cancel_activity(handle)  # the workflow itself is cancelled: its teardown comes next
+        raise
+    if handle.done():
+        return await handle
+    await cancel_activity(handle)
+    return INTERRUPTED
+
+
+async def cancel_activity(handle: workflow.ActivityHandle[Any]) -> None:
+    handle.cancel()
+    with contextlib.suppress(ActivityError, asyncio.CancelledError):
+        await handle
+
+
 def failure_of(error: ActivityError) -> tuple[str, str]:
     """A failed activity as (reason, message) for the workload's status."""
     cause = error.cause
@@ -335,31 +369,7 @@ class WorkloadLifecycle(ABC):
     async def _interruptible(
         self, activity: Callable[..., Any], arg: Any, within: timedelta, retry: RetryPolicy
     ) -> Any:
-        """Run a runtime activity unless a stop comes first: then it is cancelled (and its cancellation
-        waited for, so nothing it does lands after the teardown) and INTERRUPTED comes back."""
-        handle = workflow.start_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=within,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=retry,
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
-        try:
-            await workflow.wait_condition(lambda: handle.done() or self._stopping())
-        except asyncio.CancelledError:
-            await self._cancel(handle)  # the workflow itself is cancelled: its teardown comes next
-            raise
-        if handle.done():
-            return await handle
-        await self._cancel(handle)
-        return INTERRUPTED
-
-    @staticmethod
-    async def _cancel(handle: workflow.ActivityHandle[Any]) -> None:
-        handle.cancel()
-        with contextlib.suppress(ActivityError, asyncio.CancelledError):
-            await handle
+        return await interruptible(activity, arg, within, retry, self._stopping)
 
     async def _apply_workload(self) -> WorkloadStatus | None:
         """Apply the spec; None when a stop interrupted it or it failed for good (the state says why)."""

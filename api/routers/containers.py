@@ -25,7 +25,7 @@ from services.workloads import Owner, recorded_row, resource_id
 NAME_MAX = 40
 
 
-def _endpoint(raw: dict[str, Any]) -> EndpointPublic:
+def endpoint_public(raw: dict[str, Any]) -> EndpointPublic:
     name, host = str(raw["name"]), str(raw["host"])
     node_port, inner_port = raw.get("node_port"), raw["port"]
     port = int(str(node_port if node_port is not None else inner_port))
@@ -36,7 +36,7 @@ def _endpoint(raw: dict[str, Any]) -> EndpointPublic:
 def _extras(row: Container) -> dict[str, Any]:
     return {
         "services": [str(port["name"]) for port in row.ports],
-        "endpoints": [_endpoint(raw) for raw in row.endpoints],
+        "endpoints": [endpoint_public(raw) for raw in row.endpoints],
     }
 
 
