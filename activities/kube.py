@@ -2,25 +2,27 @@
 (a Deployment for containers, a Job for jobs: the registry says which) with its Secret, Services and policy.
 
 Every write is a server-side apply (field manager `mlcp`, forced) of a complete object with a stable
-name, so a retried call leaves exactly one object; deletes treat NotFound as done. Transient API
-failures are retried briefly inside a call, and Temporal retries the activity beyond that. The client
-blocks, so the activities calling this run in the worker's thread pool.
+name, so a retried call leaves exactly one object (the exception, a training cluster's key Secret, is
+created once and read after); deletes treat NotFound as done. Transient API failures are retried briefly
+inside a call, and Temporal retries the activity beyond that. The client blocks, so the activities calling
+this run in the worker's thread pool.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from activities.kube_api import KubernetesApiError, Resource, body_of
+from activities.kube_clusters import KubeClusters
+from activities.kube_exec import KubernetesPodExec, PodExec
 from activities.kube_manifests import (
     CONTAINER_NAME,
     isolation_policy_manifest,
@@ -43,6 +45,7 @@ from activities.runtime import (
     workload_name,
 )
 from config import Settings
+from models.clusters import ClusterHosts, ClusterPlace
 from models.workloads import ProjectEnvironment, RuntimeEvent, WorkloadSpec, WorkloadState, WorkloadStatus
 
 logger = logging.getLogger(__name__)
@@ -50,62 +53,7 @@ logger = logging.getLogger(__name__)
 APPLY_PATCH = "application/apply-patch+yaml"
 # Short in-call retries for blips; longer outages are the activity retry policy's business.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
-_TRANSIENT_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
 _CHILD_KINDS = ("Secret", "Service", "NetworkPolicy")
-
-
-class KubernetesApiError(RuntimeError):
-    """The API server refused a call, or stayed unreachable through the in-call retries.
-
-    `status` is the HTTP status (None when the server was unreachable); callers make 4xx such as
-    422 Invalid non-retryable and let everything else retry.
-    """
-
-    def __init__(self, operation: str, status: int | None, reason: str, message: str) -> None:
-        self.operation, self.status, self.reason, self.message = operation, status, reason, message
-        shown = status if status is not None else "unreachable"
-        super().__init__(f"{operation}: {shown} {reason}" + (f": {message}" if message else ""))
-
-    @property
-    def transient(self) -> bool:
-        return self.status is None or self.status in _TRANSIENT_STATUSES
-
-    @classmethod
-    def from_api_exception(cls, operation: str, error: ApiException) -> KubernetesApiError:
-        """Only the Status reason and message are kept: request bodies (secrets) never reach a log."""
-        reason, message = str(error.reason or ""), ""
-        try:
-            body = json.loads(error.body or "{}")
-        except (TypeError, ValueError):
-            body = {}
-        if isinstance(body, dict):
-            reason, message = str(body.get("reason") or reason), str(body.get("message") or "")
-        return cls(operation, int(error.status or 0), reason, message)
-
-
-@dataclass(frozen=True)
-class _Resource:
-    """One kind's methods on the official typed API, e.g. `patch_namespaced_service`."""
-
-    api: Any
-    suffix: str
-    namespaced: bool = True
-
-    def method(self, verb: str) -> Callable[..., Any]:
-        scope = "_namespaced" if self.namespaced else ""
-        method: Callable[..., Any] = getattr(self.api, f"{verb}{scope}_{self.suffix}")
-        return method
-
-    def address(self, namespace: str, name: str) -> tuple[str, ...]:
-        return (name, namespace) if self.namespaced else (name,)
-
-
-def _body(response: Any) -> Any:
-    """The JSON body of a raw response: the API's own shape, free of the typed models' None fields."""
-    try:
-        return json.loads(response.data or b"null")
-    finally:
-        response.release_conn()
 
 
 class KubernetesRuntime:
@@ -121,6 +69,8 @@ class KubernetesRuntime:
         s3_claims: bool = False,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
+        cluster_domain: str = "cluster.local",
+        pod_exec: PodExec | None = None,  # how a training cluster's hostfile reaches its launcher
     ) -> None:
         self.api_client = api_client
         self.kinds = kinds
@@ -132,19 +82,22 @@ class KubernetesRuntime:
         core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
         batch, networking = client.BatchV1Api(api_client), client.NetworkingV1Api(api_client)
         self._resources = {
-            "Namespace": _Resource(core, "namespace", namespaced=False),
-            "ResourceQuota": _Resource(core, "resource_quota"),
-            "NetworkPolicy": _Resource(networking, "network_policy"),
-            "Deployment": _Resource(apps, "deployment"),
-            "Job": _Resource(batch, "job"),
-            "Service": _Resource(core, "service"),
-            "Secret": _Resource(core, "secret"),
-            "Pod": _Resource(core, "pod"),
-            "Event": _Resource(core, "event"),
-            "PersistentVolumeClaim": _Resource(core, "persistent_volume_claim"),
-            "PersistentVolume": _Resource(core, "persistent_volume", namespaced=False),
+            "Namespace": Resource(core, "namespace", namespaced=False),
+            "ResourceQuota": Resource(core, "resource_quota"),
+            "NetworkPolicy": Resource(networking, "network_policy"),
+            "Deployment": Resource(apps, "deployment"),
+            "Job": Resource(batch, "job"),
+            "Service": Resource(core, "service"),
+            "Secret": Resource(core, "secret"),
+            "ConfigMap": Resource(core, "config_map"),
+            "Pod": Resource(core, "pod"),
+            "Event": Resource(core, "event"),
+            "PersistentVolumeClaim": Resource(core, "persistent_volume_claim"),
+            "PersistentVolume": Resource(core, "persistent_volume", namespaced=False),
         }
         self._core = core
+        exec_in = pod_exec or KubernetesPodExec(api_client.configuration)
+        self._clusters = KubeClusters(self, exec_in, cluster_domain)
 
     @classmethod
     def from_settings(cls, settings: Settings, kinds: KindTable) -> KubernetesRuntime:
@@ -165,6 +118,7 @@ class KubernetesRuntime:
             node_host=settings.node_host,
             homes=homes,
             s3_claims=bool(settings.s3_csi_storage_class),
+            cluster_domain=settings.kube_cluster_domain,
         )
 
     def close(self) -> None:
@@ -211,7 +165,7 @@ class KubernetesRuntime:
             self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _apply(self, manifest: Manifest) -> dict[str, Any]:
+    def _apply(self, manifest: Manifest, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         kind, metadata = manifest["kind"], manifest["metadata"]
         resource = self._resources[kind]
         response = self._call(
@@ -219,13 +173,13 @@ class KubernetesRuntime:
             resource.method("patch"),
             *resource.address(metadata.get("namespace", ""), metadata["name"]),
             body=manifest,
-            field_manager=FIELD_MANAGER,
+            field_manager=field_manager,
             force=True,
             _content_type=APPLY_PATCH,
             _preload_content=False,
             retry_conflicts=True,
         )
-        applied: dict[str, Any] = _body(response)
+        applied: dict[str, Any] = body_of(response)
         return applied
 
     def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -237,7 +191,7 @@ class KubernetesRuntime:
             absent_ok=frozenset({404}),
             _preload_content=False,
         )
-        return None if response is None else _body(response)
+        return None if response is None else body_of(response)
 
     def _list(
         self, kind: str, namespace: str, selector: dict[str, str] | None = None
@@ -251,7 +205,7 @@ class KubernetesRuntime:
             label_selector=selector_text(selector) if selector else None,
             _preload_content=False,
         )
-        items: list[dict[str, Any]] = _body(response).get("items") or []
+        items: list[dict[str, Any]] = body_of(response).get("items") or []
         return items
 
     def _delete(self, kind: str, namespace: str, name: str, policy: str) -> None:
@@ -267,12 +221,27 @@ class KubernetesRuntime:
             _preload_content=False,
         )
         if response is not None:
-            _body(response)  # read to the end, or the pooled connection carries its leftovers
+            body_of(response)  # read to the end, or the pooled connection carries its leftovers
 
     # Objects of other parts (volumes, their claims and secrets: activities/kube_volumes.py).
 
-    def apply_object(self, manifest: Manifest) -> dict[str, Any]:
-        return self._apply(manifest)
+    def apply_object(self, manifest: Manifest, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        return self._apply(manifest, field_manager)
+
+    def create_object(self, manifest: Manifest) -> dict[str, Any] | None:
+        """Create; None when it exists already (409), which only a read can tell apart from an update."""
+        kind, metadata = manifest["kind"], manifest["metadata"]
+        resource, namespace = self._resources[kind], metadata.get("namespace", "")
+        response = self._call(
+            f"create {kind} {namespace}/{metadata['name']}",
+            resource.method("create"),
+            *((namespace,) if resource.namespaced else ()),
+            body=manifest,
+            field_manager=FIELD_MANAGER,
+            absent_ok=frozenset({409}),
+            _preload_content=False,
+        )
+        return None if response is None else body_of(response)
 
     def read_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(kind, namespace, name)
@@ -299,7 +268,8 @@ class KubernetesRuntime:
         """Apply the Deployment or Job first: its uid is what the Secret, Services and policy point at,
         so deleting the workload takes them along. Children the spec no longer asks for are removed."""
         spec = self._with_storage(spec)
-        owner = self._apply(check_spec(self.kinds, spec).controller_manifest(spec))
+        controller = check_spec(self.kinds, spec).controller_manifest(spec)
+        owner = self._apply(controller if spec.cluster is None else self._clusters.member(controller))
         secret = secret_manifest(spec, owner)
         policy = ports_policy_manifest(spec, owner)
         children = [c for c in (secret, *service_manifests(spec, owner), policy) if c is not None]
@@ -379,3 +349,14 @@ class KubernetesRuntime:
         """Foreground: the workload stays visible (not `gone`) until its pods have released their GPUs."""
         namespace, name = namespace_name(project_id), workload_name(kind, resource_id)
         self._delete(kind_of(self.kinds, kind).controller, namespace, name, "Foreground")
+
+    # Training clusters: their shared pieces (activities/kube_clusters.py).
+
+    def prepare_cluster(self, place: ClusterPlace) -> str:
+        return self._clusters.prepare(place)
+
+    def publish_hosts(self, hosts: ClusterHosts) -> None:
+        self._clusters.publish(hosts)
+
+    def delete_cluster(self, project_id: str, cluster_id: str) -> bool:
+        return self._clusters.delete(project_id, cluster_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from activities.runtime import (
@@ -222,7 +223,9 @@ def secret_manifest(spec: WorkloadSpec, owner: Manifest) -> Manifest | None:
 
 
 def service_manifests(spec: WorkloadSpec, owner: Manifest) -> list[Manifest]:
-    """One NodePort Service per declared port; the API server picks the node port and keeps it."""
+    """One NodePort Service per declared port of an exposed role; the API server picks the node port."""
+    if not spec.main.expose:
+        return []
     return [
         {
             "apiVersion": "v1",
@@ -245,8 +248,8 @@ def ports_policy_manifest(spec: WorkloadSpec, owner: Manifest) -> Manifest | Non
     client's address, so the source cannot be narrowed; every other port stays closed to other projects.
     """
     ports = spec.main.ports
-    if not ports:
-        return None
+    if not ports or not spec.main.expose:
+        return None  # the project's isolation policy still lets its own pods in
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -272,9 +275,10 @@ def _resources(spec: WorkloadSpec) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _environment(spec: WorkloadSpec) -> list[dict[str, Any]]:
+def _environment(spec: WorkloadSpec, platform: Mapping[str, str]) -> list[dict[str, Any]]:
     variables = {} if spec.main.resources.gpu else dict(NO_GPU_ENV)
     variables.update(spec.main.env)
+    variables.update(platform)  # what the platform sets wins over a user's variable of the same name
     files = _credential_files(spec)
     if PASSWORD_HASH_KEY in files:
         variables[PASSWORD_HASH_ENV] = f"{CREDENTIALS_MOUNT}/{PASSWORD_HASH_KEY}"
@@ -336,12 +340,17 @@ def _volumes(spec: WorkloadSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
     return volumes, mounts
 
 
-def pod_template(spec: WorkloadSpec, restart_policy: str) -> dict[str, Any]:
+def pod_template(
+    spec: WorkloadSpec,
+    restart_policy: str,
+    env: Mapping[str, str] | None = None,
+    volumes: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),  # (pod volume, main container's mount)
+) -> dict[str, Any]:
     role = spec.main
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": role.image,
-        "env": _environment(spec),
+        "env": _environment(spec, env or {}),
         "resources": _resources(spec),
     }
     if role.command:
@@ -350,7 +359,9 @@ def pod_template(spec: WorkloadSpec, restart_policy: str) -> dict[str, Any]:
         container["ports"] = [
             {"name": port.name, "containerPort": port.port, "protocol": "TCP"} for port in role.ports
         ]
-    volumes, mounts = _volumes(spec)
+    pod_volumes, mounts = _volumes(spec)
+    pod_volumes += [volume for volume, _ in volumes]
+    mounts += [mount for _, mount in volumes]
     if mounts:
         container["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {
@@ -359,8 +370,8 @@ def pod_template(spec: WorkloadSpec, restart_policy: str) -> dict[str, Any]:
         "automountServiceAccountToken": False,  # user code gets no credentials for the cluster
         "enableServiceLinks": False,
     }
-    if volumes:
-        pod_spec["volumes"] = volumes
+    if pod_volumes:
+        pod_spec["volumes"] = pod_volumes
     if role.resources.gpu_model:
         pod_spec["nodeSelector"] = {LABEL_GPU_MODEL: label_value(role.resources.gpu_model)}
     return {"metadata": {"labels": workload_labels(spec)}, "spec": pod_spec}
