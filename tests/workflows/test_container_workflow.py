@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -159,6 +160,9 @@ async def until(
         if ready(state):
             return state
         await env.sleep(step)
+        # Skipping takes no real time, but the local runtime's servers start in real time: without a
+        # pause, the attempts ran out before an SSH server was up on a loaded machine.
+        await asyncio.sleep(0.1)
         state = await handle.query(ContainerWorkflow.describe)
     raise AssertionError(
         f"container never got there; last state: {state.status} {state.reason} {state.message}"
