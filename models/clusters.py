@@ -284,7 +284,8 @@ class HostfileView(BaseModel):
     generation: int
     hosts: list[str]
     slots: int
-    path: str  # where the launcher reads it
+    path: str  # where the launcher reads it on Kubernetes
+    variable: str = "MLCP_HOSTFILE"  # names the path on every runtime
     hostfile: str  # DeepSpeed: `host slots=G` lines; Horovod: `host:G` lines
     discover_hosts: str  # the script horovodrun --host-discovery-script runs
 

@@ -14,26 +14,19 @@ released. A failure does the same (the compensation) and ends the cluster `faile
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from activities.heartbeat import HEARTBEAT_TIMEOUT
-    from activities.workloads import WorkloadActivities, WorkloadRef
+    from activities.workloads import WorkloadActivities
     from models.clusters import (
         LAUNCHER,
-        MEMBER_STATE_PHASES,
         ClusterHosts,
         ClusterInput,
         ClusterMember,
         ClusterPlace,
-        ClusterRef,
         ClusterScale,
         ClusterScaleAnswer,
         ClusterState,
@@ -54,43 +47,30 @@ with workflow.unsafe.imports_passed_through():
         WorkloadEvent,
     )
     from models.workload_lifecycle import WorkloadDelete
-    from models.workloads import WorkloadState, WorkloadStatus
+    from models.workloads import WorkloadStatus
+    from workflows import cluster_members as members
     from workflows import search_attributes
+    from workflows.cluster_saga import KIND, ClusterSaga, Failed
     from workflows.workload import (
         APPLY_RETRY,
         CANCELLED_MESSAGE,
         INTERRUPTED,
         LOOK_RETRY,
         POLL_BACKOFF,
-        PROJECT_RELEASE,
         PROJECT_WORKLOAD_RUNNING,
-        RECORD_RETRY,
-        RECORD_TIMEOUT,
         SHUTDOWN_MESSAGES,
         DeleteAnswer,
-        failure_of,
-        interruptible,
         project_workflow_id,
         workload_workflow_id,
     )
-
-KIND = "cluster"
 
 
 def workflow_id(cluster_id: str) -> str:
     return workload_workflow_id(KIND, cluster_id)
 
 
-class _Failed(Exception):
-    """The cluster cannot run: its compensation follows."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
 @workflow.defn
-class ClusterWorkflow:
+class ClusterWorkflow(ClusterSaga):
     kind = KIND
 
     @workflow.init
@@ -150,7 +130,7 @@ class ClusterWorkflow:
                     continue
                 try:
                     await self._step()
-                except _Failed as failure:
+                except Failed as failure:
                     self._set(ClusterStatus.failed, failure.reason, failure.message)
                     await self._record()
                     await self._tear_down(ClusterStatus.failed)
@@ -187,48 +167,10 @@ class ClusterWorkflow:
         return self._stop_reason() is not None and self._state.status != ClusterStatus.failed
 
     def _workers(self) -> list[ClusterMember]:
-        return sorted((m for m in self._state.members if not m.is_launcher), key=lambda m: m.ordinal or 0)
+        return members.workers(self._state)
 
     def _launcher(self) -> ClusterMember | None:
-        return next((m for m in self._state.members if m.is_launcher), None)
-
-    def _member(self, reservation: str) -> ClusterMember | None:
-        cluster_id = self._state.id
-        return next(
-            (m for m in self._state.members if member_resource_id(cluster_id, m.name) == reservation), None
-        )
-
-    def _ref(self, member: ClusterMember) -> WorkloadRef:
-        state = self._state
-        return WorkloadRef(
-            project_id=state.project_id, kind=KIND, resource_id=member_resource_id(state.id, member.name)
-        )
-
-    def _count(self) -> None:
-        state, launcher, workers = self._state, self._launcher(), self._workers()
-        ready = [w for w in workers if w.phase == MemberPhase.running]
-        values = {
-            "launcher_total": 1,
-            "launcher_ready": int(launcher is not None and launcher.phase == MemberPhase.running),
-            "workers_total": len([w for w in workers if w.phase != MemberPhase.draining]),
-            "workers_ready": len(ready),
-        }
-        if any(getattr(state, name) != value for name, value in values.items()):
-            for name, value in values.items():
-                setattr(state, name, value)
-            state.version += 1
-
-    def _set(self, status: ClusterStatus, reason: str, message: str) -> None:
-        state = self._state
-        if (state.status, state.reason, state.message) == (status, reason, message):
-            return
-        if state.status != status:
-            search_attributes.status_changed(status.value)
-        state.status, state.reason, state.message = status, reason, message
-        state.version += 1
-
-    def _touch(self) -> None:
-        self._state.version += 1
+        return members.launcher(self._state)
 
     # ---- the saga's steps -------------------------------------------------------------------------
 
@@ -265,21 +207,7 @@ class ClusterWorkflow:
             await self._wait(self._timings.check_interval)
 
     def _rescale(self, containers: int) -> None:
-        """Towards a new total: new workers join the end of the queue; the highest ordinals drain."""
-        state = self._state
-        state.scale_to = None
-        wanted = containers - 1
-        workers = self._workers()
-        if wanted > len(workers):
-            start = (workers[-1].ordinal or 0) + 1 if workers else 0
-            state.members += [
-                ClusterMember(name=worker_name(i), ordinal=i)
-                for i in range(start, start + wanted - len(workers))
-            ]
-        for member in workers[wanted:]:
-            member.phase, member.message = MemberPhase.draining, "scale-in: leaving the hostfile"
-        state.containers = containers
-        state.spec.roles[1].count = wanted
+        members.rescale(self._state, containers)
         self._set(ClusterStatus.scaling, "", f"scaling to {containers} containers")
         self._poll_delay = self._timings.first_poll
 
@@ -314,7 +242,7 @@ class ClusterWorkflow:
             try:
                 await project.signal(PROJECT_ADMISSION_REQUEST_SIGNAL, request)
             except Exception as exc:
-                raise _Failed("Conflict", f"project {state.project_id} has no running lifecycle") from exc
+                raise Failed("Conflict", f"project {state.project_id} has no running lifecycle") from exc
             member.requested = True
             member.message = "asking the project for quota"
             self._touch()
@@ -370,39 +298,21 @@ class ClusterWorkflow:
                 member.reported = True
 
     def _follow(self, member: ClusterMember, status: WorkloadStatus) -> None:
-        """Take the runtime's word for one pod."""
-        before = member.model_dump()
-        if status.state == WorkloadState.gone:
-            member.applied = False  # removed behind our back: created again, its reservation is still held
-            member.phase, member.reason, member.message = (
-                MemberPhase.reserved,
-                "Recreating",
-                "the pod was lost",
-            )
-            member.restarts += 1
-        else:
-            member.phase = MEMBER_STATE_PHASES[status.state]
-            member.reason, member.message = status.reason, status.message
-            if status.state == WorkloadState.running:
-                member.started_at = member.started_at or status.started_at or workflow.now()
-                member.endpoints = status.endpoints
-                member.reason, member.message = "", "; ".join(status.unsupported)
-        if member.model_dump() != before:
+        if members.follow(member, status, workflow.now()):
             self._touch()
 
     async def _recover(self, member: ClusterMember) -> None:
         """A pod that ran once and failed is lost: delete it and make it again. One that never ran cannot
         (its image or spec does not start), and neither can the cluster."""
         if member.started_at is None:
-            raise _Failed(member.reason or "Failed", f"{member.name}: {member.message or 'it did not start'}")
+            raise Failed(member.reason or "Failed", f"{member.name}: {member.message or 'it did not start'}")
         await self._remove(member)
         member.phase, member.started_at, member.restarts = MemberPhase.reserved, None, member.restarts + 1
         member.reason, member.message = "Recreating", "the pod failed; it is created again"
         self._touch()
 
     async def _publish_hosts(self) -> None:
-        ready = [w.name for w in self._workers() if w.phase == MemberPhase.running]
-        await self._write_hosts(ready)
+        await self._write_hosts(members.ready_hosts(self._state))
 
     async def _write_hosts(self, hosts: list[str]) -> None:
         """Into the launcher, only when the set changed (or the launcher is new), with a new generation."""
@@ -434,172 +344,15 @@ class ClusterWorkflow:
         self._touch()
 
     def _settle_status(self) -> None:
-        state, launcher = self._state, self._launcher()
-        if state.status in (ClusterStatus.failed, ClusterStatus.deleting, ClusterStatus.deleted):
-            return
-        workers = self._workers()
-        queued = [w for w in workers if w.phase == MemberPhase.queued and w.requested]
-        waiting_note = f"; {len(queued)} worker(s) wait for quota" if queued else ""
-        if launcher is None or not launcher.admitted:
-            place = launcher.queue_position if launcher else None
-            message = launcher.message if launcher else ""
-            reason = "Queued" if place else "Admitting"
-            self._set(ClusterStatus.waiting, reason, message)
-            state.queue_position = place
-            return
-        state.queue_position = None
-        in_flight = any(w.phase in (MemberPhase.reserved, MemberPhase.pending) for w in workers)
-        ready = launcher.phase == MemberPhase.running and state.hosts
-        if ready and state.status == ClusterStatus.scaling and in_flight:
-            self._set(ClusterStatus.scaling, "", f"scaling to {state.containers} containers{waiting_note}")
-        elif ready:
-            self._set(
-                ClusterStatus.running, "", f"{len(state.hosts)} worker(s) in the hostfile{waiting_note}"
-            )
-        else:
-            trouble = next((m for m in state.members if m.reason and m.phase == MemberPhase.pending), None)
-            reason, message = (trouble.reason, f"{trouble.name}: {trouble.message}") if trouble else ("", "")
-            self._set(ClusterStatus.creating, reason, message or "starting the launcher and the workers")
-
-    # ---- teardown and compensation ---------------------------------------------------------------
-
-    async def _tear_down(self, final: ClusterStatus) -> None:
-        """Everything created is deleted and everything reserved released; bounded, so it always ends."""
-        state = self._state
-        if final == ClusterStatus.deleted and state.status != ClusterStatus.deleting:
-            self._set(ClusterStatus.deleting, "", self._stop_reason() or "deleted")
-            await self._record()
-        give_up = workflow.now() + self._timings.removal_timeout
-        delay = self._timings.first_poll
-        if state.prepared or any(m.applied for m in state.members):
-            while True:
-                try:
-                    gone = await workflow.execute_activity_method(
-                        ClusterActivities.delete_cluster,
-                        ClusterRef(project_id=state.project_id, cluster_id=state.id),
-                        start_to_close_timeout=self._timings.delete_timeout,
-                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                        retry_policy=APPLY_RETRY,
-                    )
-                except ActivityError as exc:
-                    reason, message = failure_of(exc)
-                    self._removal_note = f"the runtime could not remove it ({reason}: {message})"
-                    break
-                if gone:
-                    break
-                if workflow.now() >= give_up:
-                    self._removal_note = (
-                        f"the runtime still held it {self._timings.removal_timeout} after the delete"
-                    )
-                    break
-                await workflow.sleep(delay)
-                delay = min(delay * POLL_BACKOFF, self._timings.gone_max_poll)
-        for member in list(state.members):
-            await self._release(member)
-        state.members, state.prepared, state.hosts = [], False, []
-        self._count()
-        message = state.message if final == ClusterStatus.failed else self._stop_reason() or state.message
-        note = f"; {self._removal_note}" if self._removal_note else ""
-        self._set(final, state.reason if final == ClusterStatus.failed else "", f"{message}{note}")
-
-    async def _remove(self, member: ClusterMember) -> None:
-        """Delete one pod and wait until the runtime holds nothing of it (its GPUs are free again)."""
-        if not member.applied:
-            return
-        give_up = workflow.now() + self._timings.removal_timeout
-        delay = self._timings.first_poll
-        while True:
-            try:
-                status = await workflow.execute_activity_method(
-                    WorkloadActivities.delete_workload,
-                    self._ref(member),
-                    start_to_close_timeout=self._timings.delete_timeout,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=APPLY_RETRY,
-                )
-            except ActivityError as exc:
-                workflow.logger.warning("cluster %s: %s not removed: %s", self._state.id, member.name, exc)
-                break
-            if status.state == WorkloadState.gone or workflow.now() >= give_up:
-                break
-            await workflow.sleep(delay)
-            delay = min(delay * POLL_BACKOFF, self._timings.gone_max_poll)
-        member.applied = False
-
-    async def _release(self, member: ClusterMember) -> None:
-        """Give its reservation back, or take its request out of the queue (the ledger does either)."""
-        if member.requested:
-            await self._signal_project(PROJECT_RELEASE, member)
-        member.requested = member.admitted = member.answered = False
-        member.queue_position = None
-
-    async def _signal_project(self, signal: str, member: ClusterMember) -> None:
-        state = self._state
-        handle = workflow.get_external_workflow_handle(project_workflow_id(state.project_id))
-        try:
-            await handle.signal(signal, WorkloadEvent(resource_id=member_resource_id(state.id, member.name)))
-        except Exception:
-            workflow.logger.warning("project %s is gone; %s not delivered", state.project_id, signal)
-
-    # ---- the runtime and the read model -----------------------------------------------------------
-
-    async def _runtime(self, activity: Callable[..., Any], arg: Any, retry: Any) -> Any:
-        try:
-            return await interruptible(activity, arg, self._timings.apply_timeout, retry, self._stopping)
-        except ActivityError as exc:
-            raise _Failed(*failure_of(exc)) from exc
-
-    async def _wait(self, wake_in: timedelta) -> None:
-        wakeups = self._wakeups
-        deadline = workflow.now() + wake_in
-        if self._state.end_at is not None:
-            deadline = min(deadline, self._state.end_at)
-        timeout = deadline - workflow.now()
-        if timeout <= timedelta(0):
-            return
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._wakeups != wakeups, timeout=timeout)
-
-    async def _record(self) -> None:
-        self._count()
-        if self._recorded_version < self._state.version:
-            version = self._state.version
-            try:
-                await workflow.execute_activity_method(
-                    ClusterActivities.record_cluster,
-                    self._state,
-                    start_to_close_timeout=RECORD_TIMEOUT,
-                    retry_policy=RECORD_RETRY,
-                )
-            except ActivityError:
-                workflow.logger.exception("cluster %s: could not record", self._state.id)
-            self._recorded_version = max(self._recorded_version, version)
-        workflow.set_current_details(self._details())
-
-    def _details(self) -> str:
-        state, resources = self._state, self._state.spec.main.resources
-        lines = [
-            f"**{state.name}** ({state.type}, {state.spec.main.image}) — {state.status}",
-            f"launcher {state.launcher_ready}/{state.launcher_total}, workers {state.workers_ready}/"
-            f"{state.workers_total}; hostfile generation {state.hostfile_generation}",
-            f"per pod {resources.gpu} GPU, {resources.vcpu:g} vCPU, {resources.ram_gb:g} GB RAM; "
-            f"owner {state.owner}",
-        ]
-        if state.message or state.reason:
-            lines.append(": ".join(part for part in (state.reason, state.message) if part))
-        return "\n".join(lines)
-
-    def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        return info.is_continue_as_new_suggested() or (
-            info.get_current_history_length() > self._input.max_history_events
-        )
+        settled = members.settled(self._state)
+        if settled is not None:
+            self._set(*settled)
 
     # ---- handlers: they change state, the main loop acts --------------------------------------------
 
     @workflow.signal(name=WORKLOAD_ADMISSION_SIGNAL)
     def admission_answered(self, answer: AdmissionAnswer) -> None:
-        member = self._member(answer.resource_id)
+        member = members.by_reservation(self._state, answer.resource_id)
         self._wakeups += 1
         if member is None or member.admitted or member.phase == MemberPhase.draining:
             return
@@ -620,7 +373,7 @@ class ClusterWorkflow:
 
     @workflow.signal(name=WORKLOAD_ADMITTED_SIGNAL)
     def project_admitted(self, event: WorkloadEvent) -> None:
-        member = self._member(event.resource_id)
+        member = members.by_reservation(self._state, event.resource_id)
         self._wakeups += 1
         if member is None or member.phase == MemberPhase.draining:
             return

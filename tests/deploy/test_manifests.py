@@ -119,6 +119,7 @@ def test_cluster_role_grants_exactly_what_the_platform_manages() -> None:
         **dict.fromkeys(MANAGED, READ | WRITE),
         **dict.fromkeys(READ_ONLY, READ),
         ("", "pods/log"): {"get"},
+        ("", "pods/exec"): {"get", "create"},
     }
 
 

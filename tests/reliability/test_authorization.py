@@ -35,6 +35,7 @@ from models.mail import MailRecord
 from tests.api.test_projects import Headers, apply, approved_project, eventually, project_application
 from tests.conftest import make_user, sign_in
 from tests.kube_double.double import KubeDouble
+from tests.kube_double.pod_exec import PodFolders, pod_folders  # noqa: F401
 from worker import build_worker
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -76,6 +77,19 @@ TRANSFER_OWN = cells(401, 404, OK, OK, 404, 404, 401, 401)
 KEY_OWN = cells(401, 404, 404, OK, 404, 404, 401, 401)
 
 
+def CLUSTER_BODY(w: World) -> dict[str, Any]:
+    return {
+        "name": "ring",
+        "type": "horovod",
+        "containers": 2,
+        "spec_id": w.spec_id,
+        "image": "busybox",
+        "password": "p" * 12,
+        "mount_home": False,
+        "shm": False,  # the matrix's spec holds 1 GB of RAM
+    }
+
+
 @dataclass
 class World:
     api: httpx.AsyncClient
@@ -103,6 +117,9 @@ class World:
                 f"{url}/jobs",
                 {"name": "job", "spec_id": self.spec_id, "image": "busybox", "command": "sleep 600"},
             ),
+            "cluster": (f"{url}/clusters", CLUSTER_BODY(self)),
+            # One whose pods are read: the delete-several row deletes the shared cluster and its pods.
+            "cluster_pods": (f"{url}/clusters", CLUSTER_BODY(self)),
             "volume": (f"{url}/volumes", {"name": f"v{uuid.uuid4().hex[:8]}", "type": "nfs"}),
             "ssh_key": ("/api/v1/users/me/keys", {"name": f"k{uuid.uuid4().hex[:8]}"}),
             "template": (
@@ -314,6 +331,7 @@ TABLE = [
                 "jobs",
                 lambda w: {"name": "job", "spec_id": w.spec_id, "image": "busybox", "command": "echo hi"},
             ),
+            ("cluster", "clusters", CLUSTER_BODY),
         )
         for row in (
             Row("POST", f"{P}/{plural}", PROJECT_MEMBERS, body),
@@ -337,6 +355,24 @@ TABLE = [
         },
     ),
     Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, shared={"resource_id": "job"}),
+    # Scaling a cluster that does not run is refused with 409 after authorisation: it counts as let through.
+    Row(
+        "POST",
+        P + "/clusters/{resource_id}/scale",
+        OWNERS_CHANGE,
+        lambda w: {"containers": 3},
+        shared={"resource_id": "cluster"},
+    ),
+    Row("GET", P + "/clusters/{resource_id}/hostfile", OWNERS_READ, shared={"resource_id": "cluster"}),
+    *(
+        Row(
+            "GET",
+            P + f"/clusters/{{resource_id}}/pods/{{pod}}/{what}",
+            OWNERS_READ,
+            shared={"resource_id": "cluster_pods", "pod": "pod"},
+        )
+        for what in ("log", "events")
+    ),
     Row("GET", "/api/v1/images/public", SIGNED_IN),
     Row("POST", "/api/v1/images/public", PLATFORM_ADMINS, public_image_body),
     Row("GET", "/api/v1/images/public/{image_id}", SIGNED_IN, shared={"image_id": "public_image"}),
@@ -499,7 +535,11 @@ TABLE = [
 
 @pytest.fixture
 async def world(
-    settings: Settings, engine: Engine, dev_server_env: WorkflowEnvironment, tmp_path: Path
+    settings: Settings,
+    engine: Engine,
+    dev_server_env: WorkflowEnvironment,
+    tmp_path: Path,
+    pod_folders: PodFolders,  # noqa: F811
 ) -> AsyncIterator[World]:
     client = dev_server_env.client
     with KubeDouble() as double:
@@ -546,8 +586,9 @@ async def build_world(api: httpx.AsyncClient, engine: Engine) -> World:
 
     await eventually(active, 30)
     world.spec_id = await world.create("spec")
-    for kind in ("container", "job"):
+    for kind in ("container", "job", "cluster"):
         world.ids[kind] = await world.create(kind)
+    world.ids["pod"] = "launcher"
     with Session(engine) as session:
         world.ids["key"] = session.exec(select(MailRecord.key)).first() or ""
         erin = session.exec(select(User).where(User.username == "erin")).one()

@@ -36,6 +36,7 @@ from activities.local_supervisor import labelled_groups
 from api.app import create_app
 from config import Settings
 from models.accounts import PlatformRole
+from models.clusters import ClusterStatus
 from models.containers import ContainerStatus
 from models.images import CustomImage
 from models.jobs import JobStatus
@@ -71,9 +72,14 @@ HEARTBEATING = {
     "publish_image",
     "clean_up_commit",
     "delete_image",
+    "prepare_cluster",
+    "publish_hosts",
+    "member_statuses",
+    "delete_cluster",
 }
 ENDED = {
     "container": {ContainerStatus.deleted.value},
+    "cluster": {"deleted"},
     "job": {JobStatus.succeeded.value, JobStatus.deleted.value},
 }
 
@@ -156,14 +162,14 @@ async def worker(lane: Lane, dev_server_env: WorkflowEnvironment, tmp_path: Path
 
 
 def statuses(kind: str) -> list[tuple[str, str | int | float | bool | None]]:
-    values = ContainerStatus if kind == "container" else JobStatus
+    values = {"container": ContainerStatus, "cluster": ClusterStatus}.get(kind, JobStatus)
     return [*(("status", status.value) for status in values), ("limit", 500)]
 
 
 async def current(api: httpx.AsyncClient, who: Headers, project_id: str) -> dict[str, str]:
     """Every workload's status, by ID."""
     seen = {}
-    for kind, plural in (("container", "containers"), ("job", "jobs")):
+    for kind, plural in (("container", "containers"), ("job", "jobs"), ("cluster", "clusters")):
         page = await api.get(f"/api/v1/projects/{project_id}/{plural}", headers=who, params=statuses(kind))
         assert page.status_code == 200, page.text
         seen.update({item["id"]: item["status"] for item in page.json()["items"]})
@@ -236,6 +242,21 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
             assert created.status_code == 201, created.text
             kinds[created.json()["id"]] = "container"
 
+        # A training cluster of three, each pod queued for its own reservation, deleted along the way.
+        cluster: dict[str, Any] = {
+            "name": "ring",
+            "type": "horovod",
+            "containers": 3,
+            "spec_id": spec_id,
+            "image": "busybox:1.36",
+            "password": "p" * 12,
+            "mount_home": False,
+            "shm": False,
+        }
+        created = await api.post(f"{url}/clusters", headers=people["alice"], json=cluster)
+        assert created.status_code == 201, created.text
+        kinds[created.json()["id"]] = "cluster"
+
         # Two custom images committed from one of Alice's containers (on Kubernetes, with no registry set,
         # they fail, saying why): one deleted along the way, one that lives until its project is deleted.
         source = next(i for i, k in kinds.items() if k == "container")
@@ -259,7 +280,8 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
 
         async def delete_along_the_way() -> None:
             """Containers go, one by one, whatever state they are in; two jobs are stopped mid-way."""
-            order = [i for i, k in kinds.items() if k == "container"] + doomed_jobs + [volumes["drop"]]
+            order = [i for i, k in kinds.items() if k in ("container", "cluster")] + doomed_jobs
+            order.append(volumes["drop"])
             order += [transfer_id, images["drop"]]
             rng.shuffle(order)
             for resource_id in order:
@@ -268,7 +290,8 @@ async def test_lifecycles_finish_once_and_clean_when_the_worker_is_killed(
                     stopped = await api.delete(f"{url}/transfer", headers=people["bob"])
                     assert stopped.status_code == 200, stopped.text
                     continue
-                plural = {"container": "containers", "job": "jobs"}.get(kinds.get(resource_id, ""), "volumes")
+                plurals = {"container": "containers", "job": "jobs", "cluster": "clusters"}
+                plural = plurals.get(kinds.get(resource_id, ""), "volumes")
                 plural = "images" if resource_id == images["drop"] else plural
                 owner = people["bob"] if plural == "jobs" else people["alice"]
                 deleted = await api.delete(f"{url}/{plural}/{resource_id}", headers=owner)

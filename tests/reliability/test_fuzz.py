@@ -38,6 +38,7 @@ from config import Settings
 from models.accounts import PlatformRole, User
 from models.base import new_id
 from models.catalog import Spec
+from models.clusters import Cluster
 from models.containers import Container
 from models.images import CustomImage, ImageStatus
 from models.jobs import Job
@@ -48,6 +49,7 @@ from tests.api.test_projects import Headers, approved_project, eventually
 from tests.conftest import make_user, sign_in
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.knobs import Knobs, NodePool
+from tests.kube_double.pod_exec import PodFolders, pod_folders  # noqa: F401
 from worker import build_worker
 from workflows.project import ProjectWorkflow
 
@@ -58,6 +60,7 @@ SKIPPED = {"POST /api/v1/auth/logout"}
 STEADY = {
     "container": {"waiting", "running", "failed", "deleted"},
     "job": {"waiting", "succeeded", "failed", "deleted"},
+    "cluster": {"waiting", "running", "failed", "deleted"},
 }
 
 
@@ -70,6 +73,7 @@ class Targets:
     template_id: str
     container_id: str = ""
     job_id: str = ""
+    cluster_id: str = ""
     public_image_id: str = ""
     custom_image_id: str = ""
     answers: Counter[int] = field(default_factory=Counter)
@@ -108,7 +112,9 @@ def fuzz(
         names = [parameter.name for parameter in operation.path_parameters]
         path = {name: targets.path[name] for name in names if name in targets.path}
         if "resource_id" in names:
-            path["resource_id"] = targets.container_id if "/containers/" in operation.path else targets.job_id
+            kinds = {"/containers/": targets.container_id, "/clusters/": targets.cluster_id}
+            found = [resource for segment, resource in kinds.items() if segment in operation.path]
+            path["resource_id"] = found[0] if found else targets.job_id
         if "container_id" in names:
             path["container_id"] = targets.container_id
         if "image_id" in names:
@@ -147,7 +153,11 @@ def fuzz(
 
 @SQLITE_ONLY
 async def test_no_generated_request_answers_5xx(
-    settings: Settings, engine: Engine, dev_server_env: WorkflowEnvironment, tmp_path: Path
+    settings: Settings,
+    engine: Engine,
+    dev_server_env: WorkflowEnvironment,
+    tmp_path: Path,
+    pod_folders: PodFolders,  # noqa: F811
 ) -> None:
     client = dev_server_env.client
     nodes = (NodePool(count=2, cpu="256", memory="1024Gi", gpu=8),)
@@ -227,7 +237,21 @@ async def seed(api: httpx.AsyncClient, people: dict[str, Headers], engine: Engin
         headers=people["root"],
         json={"name": "fuzz", "tag": "v1", "reference": "busybox:1.36", "services": [{"name": "ssh"}]},
     )
-    for created in (template, schedule, container, job, image):
+    cluster = await api.post(
+        f"{url}/clusters",
+        headers=bob,
+        json={
+            "name": "ring",
+            "type": "deepspeed",
+            "containers": 2,
+            "spec_id": spec_id,
+            "image": "busybox:1.36",
+            "password": "p" * 12,
+            "mount_home": False,
+            "shm": False,
+        },
+    )
+    for created in (template, schedule, container, job, image, cluster):
         assert created.status_code == 201, created.text
     with Session(engine) as session:  # Bob's committed image, as a commit leaves it
         owner = session.exec(select(User).where(User.username == "bob")).one()
@@ -249,11 +273,13 @@ async def seed(api: httpx.AsyncClient, people: dict[str, Headers], engine: Engin
             "project_id": project["id"],
             "template_id": template.json()["id"],
             "schedule_id": schedule.json()["id"],
+            "pod": "launcher",
         },
         spec_id=spec_id,
         template_id=template.json()["id"],
         container_id=container.json()["id"],
         job_id=job.json()["id"],
+        cluster_id=cluster.json()["id"],
         public_image_id=image.json()["id"],
         custom_image_id=custom_id,
     )
@@ -264,10 +290,11 @@ async def everything_settles(engine: Engine, client: Any) -> None:
 
     def unsettled() -> list[str]:
         with Session(engine) as session:
-            rows: list[tuple[str, Container | Job]] = [
+            rows: list[tuple[str, Container | Job | Cluster]] = [
                 ("container", row) for row in session.exec(select(Container))
             ]
             rows += [("job", row) for row in session.exec(select(Job))]
+            rows += [("cluster", row) for row in session.exec(select(Cluster))]
             return [f"{kind} {row.id} {row.status}" for kind, row in rows if row.status not in STEADY[kind]]
 
     async def settled() -> bool:
