@@ -6,6 +6,7 @@ runs and is deleted; a job that runs to success. The workloads run on the Kubern
 .venv/bin/python -m tests.workflows.record_history            # project, container, job
 .venv/bin/python -m tests.workflows.record_history volume     # a volume's life, with its project
 .venv/bin/python -m tests.workflows.record_history image      # a custom image's life, with its project
+.venv/bin/python -m tests.workflows.record_history cluster    # a training cluster scaled 2 -> 3 -> 2, deleted
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ CONTAINER_HISTORY = HISTORIES / "container_queued_to_deleted.json"
 JOB_HISTORY = HISTORIES / "job_success.json"
 VOLUME_HISTORY = HISTORIES / "volume_with_its_project.json"
 IMAGE_HISTORY = HISTORIES / "image_commit_with_its_project.json"
+CLUSTER_HISTORY = HISTORIES / "cluster_scaled_and_deleted.json"
 
 
 async def recording_environment() -> WorkflowEnvironment:
@@ -218,8 +220,41 @@ async def record_image() -> None:
     await env.shutdown()
 
 
+async def record_cluster() -> None:
+    """A DeepSpeed cluster of two on the Kubernetes double: running, scaled to three and back, deleted."""
+    from models.clusters import ClusterScale, ClusterStatus
+    from tests.kube_double.pod_exec import PodFolders
+    from tests.workflows.test_cluster_workflow import (
+        cluster_worker,
+        hosts_are,
+        pods_of,
+        start_cluster,
+        until,
+    )
+    from tests.workflows.test_container_workflow import active_project
+    from workflows.cluster import ClusterWorkflow
+
+    env = await recording_environment()
+    with recording_database() as engine, KubeDouble() as double, tempfile.TemporaryDirectory() as pods:
+        runtime = KubernetesRuntime(
+            double.api_client, runtime_kinds(), sleep=lambda seconds: None, pod_exec=PodFolders(Path(pods))
+        )
+        async with cluster_worker(env, engine, runtime) as tq:
+            _, project_id = await active_project(env, tq, quota=pods_of(3))
+            handle = await start_cluster(env, tq, project_id, containers=2)
+            await until(env, handle, hosts_are("worker-00"))
+            await handle.execute_update(ClusterWorkflow.scale, ClusterScale(containers=3))
+            await until(env, handle, hosts_are("worker-00", "worker-01"))
+            await handle.execute_update(ClusterWorkflow.scale, ClusterScale(containers=2))
+            await until(env, handle, hosts_are("worker-00"))
+            await handle.execute_update(ClusterWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
+            assert await handle.result() == ClusterStatus.deleted
+            CLUSTER_HISTORY.write_text((await handle.fetch_history()).to_json())
+    await env.shutdown()
+
+
+RECORDINGS = {"volume": record_volume, "image": record_image, "cluster": record_cluster}
+
 if __name__ == "__main__":
     chosen = sys.argv[1:]
-    asyncio.run(
-        record_volume() if chosen == ["volume"] else record_image() if chosen == ["image"] else record()
-    )
+    asyncio.run(RECORDINGS[chosen[0]]() if chosen else record())

@@ -13,12 +13,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.workflows.record_history import (
+    CLUSTER_HISTORY,
     CONTAINER_HISTORY,
     HISTORY,
     IMAGE_HISTORY,
     JOB_HISTORY,
     VOLUME_HISTORY,
 )
+from workflows.cluster import ClusterWorkflow
 from workflows.container import ContainerWorkflow
 from workflows.image_commit import ImageCommitWorkflow
 from workflows.job import JobWorkflow
@@ -38,8 +40,9 @@ def load(path: Path) -> WorkflowHistory:
         (JOB_HISTORY, JobWorkflow, 30),  # admitted, running, succeeded, log kept, cleaned up
         (VOLUME_HISTORY, VolumeWorkflow, 20),  # made, sampled, an expand refused, deleted with its project
         (IMAGE_HISTORY, ImageCommitWorkflow, 20),  # committed, published, deleted with its project
+        (CLUSTER_HISTORY, ClusterWorkflow, 60),  # running, scaled 2 -> 3 -> 2, deleted
     ],
-    ids=["project", "container", "job", "volume", "image"],
+    ids=["project", "container", "job", "volume", "image", "cluster"],
 )
 async def test_recorded_history_replays(path: Path, workflow: type, least_events: int) -> None:
     history = load(path)
