@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -70,6 +71,13 @@ def unsupported(spec: WorkloadSpec, kind: RuntimeKind, restored: bool = False) -
             f"volume mounts ({paths}) are links, so read-only is not enforced: "
             + local_mounts.why_no_bubblewrap()
         )
+    if spec.cluster is not None and local_mounts.bubblewrap() is None:
+        notes.append(
+            f"host name: `hostname` answers this host's name, not {spec.cluster.member}: "
+            + local_mounts.why_no_bubblewrap()
+        )
+    if spec.cluster is not None and spec.cluster.is_launcher and shutil.which("ssh") is None:
+        notes.append("the launcher cannot reach its workers: no OpenSSH client (Debian: openssh-client)")
     for mount in spec.mounts:
         if mount.volume_type == "s3":
             notes.append(

@@ -108,7 +108,10 @@ def settled(state: ClusterState) -> tuple[ClusterStatus, str, str] | None:
         return ClusterStatus.scaling, "", f"scaling to {state.containers} containers{waiting_note}"
     if ready:
         return ClusterStatus.running, "", f"{len(state.hosts)} worker(s) in the hostfile{waiting_note}"
-    trouble = next((m for m in state.members if m.reason and m.phase == MemberPhase.pending), None)
+    # The first pod that says what it waits for (an image pull, a service being installed) speaks for all.
+    trouble = next(
+        (m for m in state.members if m.phase == MemberPhase.pending and (m.reason or m.message)), None
+    )
     if trouble is not None:
         return ClusterStatus.creating, trouble.reason, f"{trouble.name}: {trouble.message}"
     return ClusterStatus.creating, "", "starting the launcher and the workers"
