@@ -19,6 +19,7 @@ from activities.kube_manifests import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
     label_value,
+    object_metadata,
     owner_reference,
     pod_template,
 )
@@ -103,14 +104,7 @@ def cluster_labels(place: ClusterPlace) -> dict[str, str]:
 
 
 def _metadata(place: ClusterPlace, name: str, owner: Manifest | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace_name(place.project_id),
-        "labels": cluster_labels(place),
-    }
-    if owner is not None:
-        metadata["ownerReferences"] = [owner_reference(owner)]
-    return metadata
+    return object_metadata(place.project_id, name, cluster_labels(place), owner)
 
 
 def anchor_manifest(place: ClusterPlace) -> Manifest:

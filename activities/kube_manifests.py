@@ -181,15 +181,18 @@ def owner_reference(owner: Manifest) -> dict[str, Any]:
     }
 
 
-def _metadata(spec: WorkloadSpec, name: str, owner: Manifest | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace_name(spec.project_id),
-        "labels": workload_labels(spec),
-    }
+def object_metadata(
+    project_id: str, name: str, labels: dict[str, str], owner: Manifest | None = None
+) -> dict[str, Any]:
+    """An object's name in its project's namespace, its labels, and the applied object that owns it."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace_name(project_id), "labels": labels}
     if owner is not None:
         metadata["ownerReferences"] = [owner_reference(owner)]
     return metadata
+
+
+def _metadata(spec: WorkloadSpec, name: str, owner: Manifest | None = None) -> dict[str, Any]:
+    return object_metadata(spec.project_id, name, workload_labels(spec), owner)
 
 
 def _credential_files(spec: WorkloadSpec) -> dict[str, str]:

@@ -30,33 +30,12 @@ from models.clusters import (
     member_spec,
     worker_name,
 )
-from models.workloads import Credentials, ResourceRequest, WorkloadState
+from models.workloads import WorkloadState
 from services.kinds import runtime_kinds
-from tests.specs import cluster_spec
+from tests.specs import cluster_state
 
 PROJECT, CLUSTER = "bench", "kbench"
 EVERY_HOST = 'for host in $(cut -d: -f1 "$MLCP_HOSTFILE"); do ssh "$host" hostname; done'
-
-
-def _state(workers: int, user_key: str, public_key: str) -> ClusterState:
-    spec = cluster_spec(
-        project_id=PROJECT,
-        cluster_id=CLUSTER,
-        workers=workers,
-        resources=ResourceRequest(vcpu=1, ram_gb=1),
-        credentials=Credentials(authorized_keys=[user_key]),
-    )
-    return ClusterState(
-        id=CLUSTER,
-        project_id=PROJECT,
-        owner_id="u",
-        owner="bench",
-        name="bench",
-        spec=spec,
-        status="creating",
-        type=ClusterType.horovod,
-        public_key=public_key,
-    )
 
 
 def _apply(runtime: LocalRuntime, state: ClusterState, name: str) -> None:
@@ -121,7 +100,14 @@ def main() -> None:
             began = time.perf_counter()
             public = runtime.prepare_cluster(place)
             prepared = time.perf_counter() - began
-            state = _state(arguments.workers, key.export_public_key().decode().strip(), public)
+            user_key = key.export_public_key().decode().strip()
+            state = cluster_state(
+                project_id=PROJECT,
+                cluster_id=CLUSTER,
+                workers=arguments.workers,
+                user_key=user_key,
+                public_key=public,
+            )
             names = [LAUNCHER] + [worker_name(i) for i in range(arguments.workers)]
             began = time.perf_counter()
             for name in names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.clusters import ClusterState, ClusterType
 from models.workloads import Credentials, ResourceRequest, ServicePort, WorkloadRole, WorkloadSpec
 
 
@@ -50,4 +51,28 @@ def cluster_spec(
             ),
         ],
         credentials=credentials,
+    )
+
+
+def cluster_state(
+    *, project_id: str, cluster_id: str, workers: int, user_key: str, public_key: str = ""
+) -> ClusterState:
+    """A CPU cluster's workflow state as its pods are made from it: the user's key on the launcher."""
+    spec = cluster_spec(
+        project_id=project_id,
+        cluster_id=cluster_id,
+        workers=workers,
+        resources=ResourceRequest(vcpu=1, ram_gb=1),
+        credentials=Credentials(authorized_keys=[user_key]),
+    )
+    return ClusterState(
+        id=cluster_id,
+        project_id=project_id,
+        owner_id="u1",
+        owner="alice",
+        name="train",
+        spec=spec,
+        status="creating",
+        type=ClusterType.horovod,
+        public_key=public_key,
     )

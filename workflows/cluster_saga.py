@@ -15,7 +15,6 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from activities.heartbeat import HEARTBEAT_TIMEOUT
     from activities.workloads import WorkloadActivities, WorkloadRef
     from models.clusters import (
         ClusterInput,
@@ -31,11 +30,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows import cluster_members as members
     from workflows import search_attributes
     from workflows.workload import (
-        APPLY_RETRY,
-        POLL_BACKOFF,
         PROJECT_RELEASE,
         RECORD_RETRY,
         RECORD_TIMEOUT,
+        delete_until_gone,
         failure_of,
         interruptible,
         project_workflow_id,
@@ -96,31 +94,11 @@ class ClusterSaga(ABC):
         if final == ClusterStatus.deleted and state.status != ClusterStatus.deleting:
             self._set(ClusterStatus.deleting, "", self._stop_reason() or "deleted")
             await self._record()
-        give_up = workflow.now() + self._timings.removal_timeout
-        delay = self._timings.first_poll
         if state.prepared or any(m.applied for m in state.members):
-            while True:
-                try:
-                    gone = await workflow.execute_activity_method(
-                        ClusterActivities.delete_cluster,
-                        ClusterRef(project_id=state.project_id, cluster_id=state.id),
-                        start_to_close_timeout=self._timings.delete_timeout,
-                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                        retry_policy=APPLY_RETRY,
-                    )
-                except ActivityError as exc:
-                    reason, message = failure_of(exc)
-                    self._removal_note = f"the runtime could not remove it ({reason}: {message})"
-                    break
-                if gone:
-                    break
-                if workflow.now() >= give_up:
-                    self._removal_note = (
-                        f"the runtime still held it {self._timings.removal_timeout} after the delete"
-                    )
-                    break
-                await workflow.sleep(delay)
-                delay = min(delay * POLL_BACKOFF, self._timings.gone_max_poll)
+            ref = ClusterRef(project_id=state.project_id, cluster_id=state.id)
+            self._removal_note = await delete_until_gone(
+                ClusterActivities.delete_cluster, ref, self._timings, lambda gone: bool(gone)
+            )
         for member in list(state.members):
             await self._release(member)
         state.members, state.prepared, state.hosts = [], False, []
@@ -133,24 +111,14 @@ class ClusterSaga(ABC):
         """Delete one pod and wait until the runtime holds nothing of it (its GPUs are free again)."""
         if not member.applied:
             return
-        give_up = workflow.now() + self._timings.removal_timeout
-        delay = self._timings.first_poll
-        while True:
-            try:
-                status = await workflow.execute_activity_method(
-                    WorkloadActivities.delete_workload,
-                    self._ref(member),
-                    start_to_close_timeout=self._timings.delete_timeout,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=APPLY_RETRY,
-                )
-            except ActivityError as exc:
-                workflow.logger.warning("cluster %s: %s not removed: %s", self._state.id, member.name, exc)
-                break
-            if status.state == WorkloadState.gone or workflow.now() >= give_up:
-                break
-            await workflow.sleep(delay)
-            delay = min(delay * POLL_BACKOFF, self._timings.gone_max_poll)
+        note = await delete_until_gone(
+            WorkloadActivities.delete_workload,
+            self._ref(member),
+            self._timings,
+            lambda status: status.state == WorkloadState.gone,
+        )
+        if note:
+            workflow.logger.warning("cluster %s: %s: %s", self._state.id, member.name, note)
         member.applied = False
 
     async def _release(self, member: ClusterMember) -> None:

@@ -123,6 +123,34 @@ async def interruptible(
     return INTERRUPTED
 
 
+async def delete_until_gone(
+    activity: Callable[..., Any], arg: Any, timings: WorkloadTimings, gone: Callable[[Any], bool]
+) -> str:
+    """Run a delete activity again and again, backing off, until `gone` holds of its answer. Bounded: "" once
+    gone, else why it was given up on (a failure no retry fixed, or the runtime still holding it after
+    `removal_timeout`)."""
+    give_up = workflow.now() + timings.removal_timeout
+    delay = timings.first_poll
+    while True:
+        try:
+            answer = await workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=timings.delete_timeout,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=APPLY_RETRY,
+            )
+        except ActivityError as exc:
+            reason, message = failure_of(exc)
+            return f"the runtime could not remove it ({reason}: {message})"
+        if gone(answer):
+            return ""
+        if workflow.now() >= give_up:
+            return f"the runtime still held it {timings.removal_timeout} after the delete"
+        await workflow.sleep(delay)
+        delay = min(delay * POLL_BACKOFF, timings.gone_max_poll)
+
+
 async def cancel_activity(handle: workflow.ActivityHandle[Any]) -> None:
     handle.cancel()
     with contextlib.suppress(ActivityError, asyncio.CancelledError):
@@ -406,30 +434,12 @@ class WorkloadLifecycle(ABC):
         state = self._state
         if not state.applied:
             return
-        give_up = workflow.now() + self._timings.removal_timeout
-        delay = self._timings.first_poll
-        while True:
-            try:
-                status = await workflow.execute_activity_method(
-                    WorkloadActivities.delete_workload,
-                    self._ref(),
-                    start_to_close_timeout=self._timings.delete_timeout,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=APPLY_RETRY,
-                )
-            except ActivityError as exc:
-                reason, message = failure_of(exc)
-                self._removal_note = f"the runtime could not remove it ({reason}: {message})"
-                break
-            if status.state == RuntimeState.gone:
-                break
-            if workflow.now() >= give_up:
-                self._removal_note = (
-                    f"the runtime still held it {self._timings.removal_timeout} after the delete"
-                )
-                break
-            await workflow.sleep(delay)
-            delay = min(delay * POLL_BACKOFF, self._timings.gone_max_poll)
+        self._removal_note = await delete_until_gone(
+            WorkloadActivities.delete_workload,
+            self._ref(),
+            self._timings,
+            lambda status: status.state == RuntimeState.gone,
+        )
         if self._removal_note:
             workflow.logger.warning("%s %s: %s", self.kind, state.spec.resource_id, self._removal_note)
         state.applied = False

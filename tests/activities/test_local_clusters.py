@@ -25,11 +25,11 @@ from models.clusters import (
     member_spec,
     worker_name,
 )
-from models.workloads import Credentials, ResourceRequest, WorkloadState
+from models.workloads import WorkloadState
 from services.kinds import runtime_kinds
 from tests.activities.test_local_runtime import PROJECT, fake_devices
 from tests.activities.test_local_services import run_over_ssh
-from tests.specs import cluster_spec
+from tests.specs import cluster_state
 
 CLUSTER_ID = "k1"
 START_SECONDS = 60.0
@@ -47,26 +47,6 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
     )
     yield runtime
     runtime.delete_project(PROJECT)
-
-
-def _state(workers: int, user_key: str) -> ClusterState:
-    spec = cluster_spec(
-        project_id=PROJECT,
-        cluster_id=CLUSTER_ID,
-        workers=workers,
-        resources=ResourceRequest(vcpu=1, ram_gb=1),
-        credentials=Credentials(authorized_keys=[user_key]),
-    )
-    return ClusterState(
-        id=CLUSTER_ID,
-        project_id=PROJECT,
-        owner_id="u1",
-        owner="alice",
-        name="train",
-        spec=spec,
-        status="creating",
-        type=ClusterType.horovod,
-    )
 
 
 def _start(runtime: LocalRuntime, state: ClusterState, name: str) -> int:
@@ -116,7 +96,9 @@ def test_the_launcher_reaches_every_host_of_its_hostfile_before_and_after_scalin
     )
     key = runtime.prepare_cluster(place)
     assert key.startswith("ssh-ed25519 ") and runtime.prepare_cluster(place) == key  # made once
-    state = _state(2, public).model_copy(update={"public_key": key})
+    state = cluster_state(
+        project_id=PROJECT, cluster_id=CLUSTER_ID, workers=2, user_key=public, public_key=key
+    )
 
     launcher = _start(runtime, state, LAUNCHER)
     for ordinal in range(2):
