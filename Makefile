@@ -26,11 +26,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # The PostgreSQL lane's throwaway server is stopped however pytest ends (pass, fail or Ctrl-C).
+# Two test processes: much of the suite waits on servers and timers, so the second core is used; each
+# process has its own Temporal dev server, SeaweedFS and databases.
 test: $(STAMP) lint
 	@bash deploy/dev/debian-packages.sh --for-tests
 	@eval "$$(bash deploy/dev/test-postgres.sh)"; \
 	trap 'bash deploy/dev/test-postgres.sh stop' EXIT; trap 'exit 130' INT TERM; \
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

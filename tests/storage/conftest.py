@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,11 @@ def _free(port: int) -> bool:
 
 def free_s3_port() -> int:
     """An S3 port whose followers (and their gRPC ports, +10000) are free too."""
-    for base in range(21000, 40000, 7):
+    # Parallel test processes search their own share of the range: two would otherwise find the same
+    # ports free at the same moment, and the second server to bind them would fail.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    for base in range(21000, 40000, 7)[worker::workers]:
         if all(_free(port) and _free(port + 10000) for port in ports(base).values()):
             return base
     raise RuntimeError("no free ports for SeaweedFS")
