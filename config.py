@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 
 class Settings(BaseSettings):
@@ -61,6 +62,11 @@ class Settings(BaseSettings):
     )
     project_grace_days: float = Field(14, ge=0, description="Days between a project's end and its deletion.")
     job_max_runtime_hours: int = Field(72, gt=0, description="Active deadline of every job (3 days).")
+    worker_metrics_address: str = Field(
+        "",
+        description="host:port where the worker serves Temporal's Prometheus metrics (activity failures, "
+        "retries, latencies); empty: off.",
+    )
     cluster_max_hours: float = Field(
         720, gt=0, description="The longest a training cluster may run: its end at most this far (30 days)."
     )
@@ -139,8 +145,15 @@ def get_settings() -> Settings:
     return Settings()
 
 
-async def connect_temporal(settings: Settings) -> Client:
-    """Connect with the pydantic data converter, so dataclasses and pydantic models cross the boundary."""
+def metrics_runtime(address: str) -> Runtime:
+    """A Temporal runtime that serves the SDK's own Prometheus metrics at `address` (host:port): activity
+    and workflow task failures, schedule-to-start and execution latencies, poller and slot counts."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
+async def connect_temporal(settings: Settings, metrics_address: str = "") -> Client:
+    """Connect with the pydantic data converter, so dataclasses and pydantic models cross the boundary;
+    with `metrics_address`, the connection's runtime serves Prometheus metrics there (the worker's)."""
     tls: TLSConfig | bool = False
     if settings.temporal_tls:
         tls = TLSConfig(
@@ -153,6 +166,7 @@ async def connect_temporal(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         tls=tls,
+        runtime=metrics_runtime(metrics_address) if metrics_address else None,
     )
 
 

@@ -91,7 +91,7 @@ def build_worker(
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     engine = make_engine(settings.database_url)
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, metrics_address=settings.worker_metrics_address)
     with ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity") as executor:
         worker = build_worker(client, settings, engine, executor)
         log.info(

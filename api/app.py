@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from api.deps import refuse_control_characters
 from api.errors import install_error_handlers
+from api.metrics import ApiMetrics, MetricsMiddleware
 from api.request_context import RequestIdMiddleware
 from api.routers import (
     applications,
@@ -81,6 +82,8 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.temporal = TemporalConnector(settings, temporal)
+    app.state.metrics = ApiMetrics(app.state.engine)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for router in ROUTERS:

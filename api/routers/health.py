@@ -5,10 +5,22 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    description="Prometheus text format: lifecycles by kind and status, queue lengths, projects by status, "
+    "API latency. The worker serves Temporal's own metrics (activity failures, retries, latencies) at "
+    "MLCP_WORKER_METRICS_ADDRESS.",
+)
+async def metrics(request: Request) -> Response:
+    body, content_type = await asyncio.to_thread(request.app.state.metrics.exposition)
+    return Response(body, media_type=content_type)
 
 
 @router.get("/healthz")

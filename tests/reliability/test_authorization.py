@@ -222,6 +222,7 @@ def spec_body(w: World) -> dict[str, Any]:
 P = "/api/v1/projects/{project_id}"
 TABLE = [
     Row("GET", "/healthz", PUBLIC),
+    Row("GET", "/metrics", PUBLIC),  # counts only: no project, owner or name is in any label
     Row("GET", "/readyz", PUBLIC),
     Row(
         "POST",
