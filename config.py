@@ -145,15 +145,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def metrics_runtime(address: str) -> Runtime:
-    """A Temporal runtime that serves the SDK's own Prometheus metrics at `address` (host:port): activity
-    and workflow task failures, schedule-to-start and execution latencies, poller and slot counts."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+def worker_runtime(settings: Settings) -> Runtime | None:
+    """The worker's Temporal runtime when MLCP_WORKER_METRICS_ADDRESS is set: it serves the SDK's own
+    Prometheus metrics there (activity and workflow task failures, schedule-to-start and execution
+    latencies, poller and slot counts). Made once per process: it holds the address."""
+    if not settings.worker_metrics_address:
+        return None
+    metrics = PrometheusConfig(bind_address=settings.worker_metrics_address)
+    return Runtime(telemetry=TelemetryConfig(metrics=metrics))
 
 
-async def connect_temporal(settings: Settings, metrics_address: str = "") -> Client:
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
     """Connect with the pydantic data converter, so dataclasses and pydantic models cross the boundary;
-    with `metrics_address`, the connection's runtime serves Prometheus metrics there (the worker's)."""
+    on `runtime` when given (the worker's, which serves its metrics)."""
     tls: TLSConfig | bool = False
     if settings.temporal_tls:
         tls = TLSConfig(
@@ -166,7 +170,7 @@ async def connect_temporal(settings: Settings, metrics_address: str = "") -> Cli
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         tls=tls,
-        runtime=metrics_runtime(metrics_address) if metrics_address else None,
+        runtime=runtime,
     )
 
 

@@ -34,7 +34,7 @@ from activities.local_services import jupyter_state
 from api.app import create_app
 from api.bootstrap import BootstrapAdmin, ensure_bootstrap_admin
 from api.request_context import configure_logging
-from config import Settings, connect_temporal
+from config import Settings, connect_temporal, worker_runtime
 from embedded_s3 import EmbeddedS3
 from embedded_s3 import ports as s3_ports
 from models.catalog import seed_default_catalog
@@ -325,6 +325,7 @@ class DevStack:
 
     async def _wait_for_temporal(self, process: asyncio.subprocess.Process) -> Client:
         settings = self.settings
+        runtime = worker_runtime(settings)  # one for every attempt: it holds the metrics address
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TEMPORAL_START_TIMEOUT_SECONDS
         last_error = "no answer yet"
@@ -335,7 +336,7 @@ class DevStack:
                     f"Last lines of {temporal_log_path(settings)}:\n{_log_tail(temporal_log_path(settings))}"
                 )
             try:
-                client = await asyncio.wait_for(connect_temporal(settings), timeout=5)
+                client = await asyncio.wait_for(connect_temporal(settings, runtime), timeout=5)
                 await client.workflow_service.describe_namespace(
                     DescribeNamespaceRequest(namespace=settings.temporal_namespace)
                 )

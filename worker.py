@@ -19,7 +19,7 @@ from activities.schedules import ScheduleActivities
 from activities.system import SystemActivities
 from activities.user_setup import UserSetupActivities
 from activities.workloads import WorkloadActivities
-from config import Settings, connect_temporal
+from config import Settings, connect_temporal, worker_runtime
 from models.database import make_engine
 from services import kinds
 from services.runtimes import runtime_from_settings, storage_for
@@ -91,7 +91,7 @@ def build_worker(
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     engine = make_engine(settings.database_url)
-    client = await connect_temporal(settings, metrics_address=settings.worker_metrics_address)
+    client = await connect_temporal(settings, worker_runtime(settings))
     with ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlcp-activity") as executor:
         worker = build_worker(client, settings, engine, executor)
         log.info(

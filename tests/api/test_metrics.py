@@ -15,7 +15,7 @@ from prometheus_client.samples import Sample
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings, connect_temporal
+from config import Settings, connect_temporal, worker_runtime
 from services.kinds import DATA_KINDS, KINDS, DataKind, WorkloadKind
 from tests.api import test_projects
 from tests.api.test_containers import active_project
@@ -75,9 +75,10 @@ async def test_the_worker_serves_temporals_metrics_at_its_address(
         update={
             "temporal_address": dev_server_env.client.service_client.config.target_host,
             "temporal_task_queue": "metrics-" + uuid.uuid4().hex[:6],
+            "worker_metrics_address": address,
         }
     )
-    client = await connect_temporal(settings, metrics_address=address)
+    client = await connect_temporal(settings, worker_runtime(settings))
     async with build_worker(client, settings, engine):
         await client.execute_workflow(
             SystemCheckWorkflow.run,
