@@ -26,8 +26,8 @@ GpuDeviceList = Callable[[], list[GpuDevice]]
 
 
 def _load_nvml() -> ModuleType | None:
-    # The `pynvml` distribution is a deprecated alias that warns on import; the module it provides
-    # is nvidia-ml-py's, the one NVIDIA maintains.
+    # The module comes from nvidia-ml-py, NVIDIA's own bindings; where the old `pynvml` distribution (a
+    # deprecated alias of it) is installed too, importing warns, which says nothing to our users.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         try:
