@@ -81,7 +81,6 @@ class ClusterMember(BaseModel):
     ordinal: int | None = None  # workers only
     phase: MemberPhase = MemberPhase.queued
     requested: bool = False  # the ledger has its request
-    answered: bool = False  # the ledger has answered it (admitted, queued or refused)
     admitted: bool = False
     applied: bool = False  # the runtime may hold a pod for it
     queue_position: int | None = None

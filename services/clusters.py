@@ -205,10 +205,7 @@ async def start_cluster(
 
 
 async def scale(client: Client, row: Cluster, body: ClusterScale) -> ClusterScaleAnswer:
-    if row.status not in (ClusterStatus.running, ClusterStatus.scaling):
-        raise conflict(
-            f"containers: a cluster can be scaled while it runs; this one is {row.status}", "containers"
-        )
+    """The workflow's validator decides whether it may scale now (409 when it does not run)."""
     handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(CLUSTER.workflow_id(row.id))
     answer: ClusterScaleAnswer = await run_update(
         handle, ClusterWorkflow.scale, body, ended=f"cluster {row.id} is {row.status}; it cannot be scaled"

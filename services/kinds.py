@@ -25,9 +25,10 @@ from activities.clusters import ClusterActivities
 from activities.containers import ContainerRecords
 from activities.image_commits import ImageCommitActivities
 from activities.jobs import JobActivities
+from activities.kube_clusters import cluster_pod_manifest
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_status import job_outcome
-from activities.runtime import Manifest, RuntimeKind, WorkloadRuntime
+from activities.runtime import RuntimeKind, WorkloadRuntime
 from activities.transfers import TransferRecords
 from activities.volumes import VolumeActivities
 from config import Settings
@@ -45,7 +46,6 @@ from models.jobs import Job, JobDetail, JobInput, JobPublic, JobState, JobStatus
 from models.transfers import Transfer, TransferPublic
 from models.volumes import Volume, VolumePublic, VolumeStatus
 from models.workload_lifecycle import WorkloadLifecycleState, WorkloadRecord
-from models.workloads import WorkloadSpec
 from workflows.cluster import ClusterWorkflow
 from workflows.container import ContainerWorkflow
 from workflows.image_commit import KIND as IMAGE_KIND
@@ -147,12 +147,6 @@ TRANSFER = replace(
 )
 
 
-def _cluster_pod_manifest(spec: WorkloadSpec) -> Manifest:
-    from activities.kube_clusters import cluster_pod_manifest
-
-    return cluster_pod_manifest(spec)
-
-
 # A cluster's pods are its runtime workloads, one by one (`<id>-launcher`, `<id>-worker-00`, ...); each is a
 # bare Pod on Kubernetes, so ordinals are stable and the highest goes first on scale-in.
 CLUSTER = WorkloadKind(
@@ -171,7 +165,7 @@ CLUSTER = WorkloadKind(
     runtime=RuntimeKind(
         name=ClusterWorkflow.kind,
         controller="Pod",
-        controller_manifest=_cluster_pod_manifest,
+        controller_manifest=cluster_pod_manifest,
         outcome=None,
         runs_to_completion=False,
     ),

@@ -356,7 +356,6 @@ class ClusterWorkflow(ClusterSaga):
         self._wakeups += 1
         if member is None or member.admitted or member.phase == MemberPhase.draining:
             return
-        member.answered = True
         if answer.refusal:
             member.requested = False  # the ledger holds nothing for it
             if self._state.status not in (ClusterStatus.deleting, ClusterStatus.deleted):
@@ -377,7 +376,7 @@ class ClusterWorkflow(ClusterSaga):
         self._wakeups += 1
         if member is None or member.phase == MemberPhase.draining:
             return
-        member.admitted = member.answered = True
+        member.admitted = True
         member.queue_position = None
         member.phase, member.message = MemberPhase.reserved, "admitted from the queue"
         self._touch()

@@ -125,7 +125,7 @@ class ClusterSaga(ABC):
         """Give its reservation back, or take its request out of the queue (the ledger does either)."""
         if member.requested:
             await self._signal_project(PROJECT_RELEASE, member)
-        member.requested = member.admitted = member.answered = False
+        member.requested = member.admitted = False
         member.queue_position = None
 
     async def _signal_project(self, signal: str, member: ClusterMember) -> None:

@@ -159,6 +159,33 @@ async def project_worker(
             yield task_queue
 
 
+@asynccontextmanager
+async def workload_worker(
+    client: Client,
+    engine: Engine,
+    runtime: WorkloadRuntime,
+    workflow: type,
+    activities: list[Callable[..., Any]],
+) -> AsyncIterator[str]:
+    """ProjectWorkflow and one workload kind's workflow on one worker: the kind's own activities and the
+    runtime calls every workload makes."""
+    workloads = WorkloadActivities(runtime)
+    runtime_calls: list[Callable[..., Any]] = [
+        workloads.apply_workload,
+        workloads.workload_status,
+        workloads.delete_workload,
+    ]
+    async with project_worker(
+        client,
+        engine,
+        MailCatcher(),
+        extra_workflows=[workflow],
+        extra_activities=[*activities, *runtime_calls],
+        runtime=runtime,
+    ) as task_queue:
+        yield task_queue
+
+
 async def start_project(
     client: Client,
     task_queue: str,

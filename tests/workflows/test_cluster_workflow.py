@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from temporalio.testing import WorkflowEnvironment
 from activities.clusters import ClusterActivities
 from activities.kube import KubernetesRuntime
 from activities.runtime import namespace_name
-from activities.workloads import WorkloadActivities
 from models.clusters import (
     Cluster,
     ClusterHosts,
@@ -40,7 +39,7 @@ from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
 from tests.kube_double.pod_exec import PodFolders
 from tests.specs import cluster_spec
-from tests.workflows.project_harness import MailCatcher, project_worker
+from tests.workflows.project_harness import workload_worker
 from tests.workflows.test_container_workflow import active_project, panel
 from workflows.cluster import ClusterWorkflow, workflow_id
 
@@ -125,24 +124,12 @@ class Recorder:
         return self._again(lambda: self.runtime.delete_cluster(project_id, cluster_id))
 
 
-@asynccontextmanager
-async def cluster_worker(env: WorkflowEnvironment, engine: Engine, runtime: Any) -> AsyncIterator[str]:
-    workloads = WorkloadActivities(runtime)
-    activities: list[Callable[..., Any]] = [
-        *ClusterActivities(engine, runtime).all(),
-        workloads.apply_workload,
-        workloads.workload_status,
-        workloads.delete_workload,
-    ]
-    async with project_worker(
-        env.client,
-        engine,
-        MailCatcher(),
-        extra_workflows=[ClusterWorkflow],
-        extra_activities=activities,
-        runtime=runtime,
-    ) as task_queue:
-        yield task_queue
+def cluster_worker(
+    env: WorkflowEnvironment, engine: Engine, runtime: Any
+) -> AbstractAsyncContextManager[str]:
+    return workload_worker(
+        env.client, engine, runtime, ClusterWorkflow, ClusterActivities(engine, runtime).all()
+    )
 
 
 async def start_cluster(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from activities.kube import KubernetesRuntime
 from activities.local import LocalRuntime
 from activities.projects import ProjectActivities
 from activities.runtime import WorkloadRuntime
-from activities.workloads import WorkloadActivities
 from models.containers import (
     Container,
     ContainerInput,
@@ -44,11 +43,10 @@ from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
 from tests.specs import one_role_spec
 from tests.workflows.project_harness import (
-    MailCatcher,
     ensure_users,
     new_state,
-    project_worker,
     start_project,
+    workload_worker,
 )
 from workflows import search_attributes
 from workflows.container import ContainerWorkflow, workflow_id
@@ -68,27 +66,13 @@ def local_runtime(tmp_path: Path) -> LocalRuntime:
     )
 
 
-@asynccontextmanager
-async def container_worker(
+def container_worker(
     env: WorkflowEnvironment, engine: Engine, runtime: WorkloadRuntime
-) -> AsyncIterator[str]:
+) -> AbstractAsyncContextManager[str]:
     """ProjectWorkflow and ContainerWorkflow on one worker, with every activity they call."""
-    workloads = WorkloadActivities(runtime)
-    activities: list[Callable[..., Any]] = [
-        ContainerRecords(engine).record_container,
-        workloads.apply_workload,
-        workloads.workload_status,
-        workloads.delete_workload,
-    ]
-    async with project_worker(
-        env.client,
-        engine,
-        MailCatcher(),
-        extra_workflows=[ContainerWorkflow],
-        extra_activities=activities,
-        runtime=runtime,
-    ) as task_queue:
-        yield task_queue
+    return workload_worker(
+        env.client, engine, runtime, ContainerWorkflow, [ContainerRecords(engine).record_container]
+    )
 
 
 async def active_project(
