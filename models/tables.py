@@ -9,9 +9,11 @@ from models.job_templates import JobTemplate
 from models.jobs import Job, JobLog
 from models.keys import SshKey
 from models.mail import MailRecord
+from models.monitoring import MetricSample, MetricSource
 from models.projects import ApplicationRecord, Project, ProjectMember
 from models.schedules import Schedule, ScheduleRun
 from models.transfers import Transfer
+from models.usage import UsagePeriod
 from models.user_setup import UserSetup
 from models.volumes import StorageIdentity, StorageSettings, Volume
 
@@ -26,6 +28,8 @@ __all__ = [
     "JobLog",
     "JobTemplate",
     "MailRecord",
+    "MetricSample",
+    "MetricSource",
     "Project",
     "ProjectMember",
     "PublicImage",
@@ -37,6 +41,7 @@ __all__ = [
     "StorageIdentity",
     "StorageSettings",
     "Transfer",
+    "UsagePeriod",
     "User",
     "UserSetup",
     "Volume",
