@@ -23,6 +23,7 @@ from api.routers import (
     keys,
     mail,
     projects,
+    reports,
     schedules,
     system,
     users,
@@ -56,6 +57,7 @@ ROUTERS = [
     schedules.router,
     applications.router,
     mail.router,
+    reports.router,
     system.router,
 ]
 

@@ -1,0 +1,341 @@
+"""Cost analysis (manual 5.10) from running periods, and what every usage report shares: the range asked
+for, whose usage the caller may see, and each period clipped to the range.
+
+A period's cost is its hours in the range times the hourly price frozen when it opened, so a later catalog
+price change never rewrites history. A period still open counts up to now. Amounts in different currencies
+are never added together: every group and every total is per currency.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlmodel import Session, col, or_, select
+
+from models.accounts import User
+from models.catalog import display_price
+from models.inputs import EARLIEST, LATEST
+from models.projects import Project, ProjectMember
+from models.reports import (
+    CostGrouping,
+    CostReport,
+    CostRow,
+    DayCost,
+    MemberCost,
+    PlatformCostGrouping,
+    ProjectCost,
+    SpecCost,
+    Spending,
+    UsageKind,
+    WorkloadCost,
+)
+from models.usage import UsagePeriod
+from services.access import sees_everything_in
+from services.errors import Forbidden, invalid
+from services.workloads import Owner
+
+DEFAULT_RANGE = timedelta(days=30)
+MAX_RANGE = timedelta(days=400)
+HOUR = timedelta(hours=1)
+HOURS_PLACES = 4  # 0.36 s: finer than any period's start or stop is known
+COST_QUANTUM = Decimal("0.0001")  # prices keep four places, so costs may need them too
+# Spreadsheets run a cell starting with one of these as a formula; names are user input.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class ReportRange:
+    start: datetime
+    end: datetime
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start) / HOUR
+
+
+def report_range(start: datetime | None, end: datetime | None, now: datetime) -> ReportRange:
+    """[from, to): to defaults to now, from to 30 days before to; both must carry a time zone."""
+    for name, value in (("from", start), ("to", end)):
+        if value is None:
+            continue
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise invalid(name, "must include a time zone, e.g. 2026-08-01T00:00:00+08:00 or ...Z")
+        if not EARLIEST <= value < LATEST:
+            raise invalid(name, f"must be between {EARLIEST:%Y} and {LATEST:%Y}")
+    end = end or now
+    start = start or max(end - DEFAULT_RANGE, EARLIEST)
+    if start >= end:
+        raise invalid("from", "must be before to")
+    if end - start > MAX_RANGE:
+        raise invalid("from", f"must be at most {MAX_RANGE.days} days before to")
+    return ReportRange(start, end)
+
+
+def time_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise invalid("tz", f"{name!r} is not an IANA time zone name, e.g. UTC or Asia/Taipei") from exc
+
+
+def report_owner(
+    session: Session, project_id: str, members: list[ProjectMember], user: User, member: str | None
+) -> Owner | None:
+    """Whose workloads the caller's report counts; None: everyone's.
+
+    As with containers (manual 5.3), project admins and platform admins see every member's usage, members
+    only their own. A former member still has usage in the project, so their username is accepted too.
+    """
+    if not sees_everything_in(members, user):
+        if member is not None and member != user.username:
+            raise Forbidden(
+                "member: members see only their own usage; only the project's admins may ask for another "
+                "member's",
+                "member",
+            )
+        return Owner(user.id, user.username)
+    if member is None:
+        return None
+    found = next((m for m in members if m.username == member), None)
+    if found is not None:
+        return Owner(found.user_id, found.username)
+    former = session.exec(
+        select(UsagePeriod.owner_id).where(UsagePeriod.project_id == project_id, UsagePeriod.owner == member)
+    ).first()
+    if former is not None:
+        return Owner(former, member)
+    raise invalid("member", f"{member!r} is not a member of this project and has no usage in it")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A period clipped to the report's range: an open one ends at now."""
+
+    period: UsagePeriod
+    start: datetime
+    end: datetime
+
+    @property
+    def microseconds(self) -> int:
+        return (self.end - self.start) // timedelta(microseconds=1)
+
+
+def runs_in(
+    session: Session,
+    window: ReportRange,
+    now: datetime,
+    *,
+    project_id: str | None = None,
+    owner_id: str | None = None,
+    kind: UsageKind | None = None,
+) -> list[Run]:
+    statement = select(UsagePeriod).where(
+        col(UsagePeriod.started_at) < window.end,
+        or_(col(UsagePeriod.stopped_at).is_(None), col(UsagePeriod.stopped_at) > window.start),
+    )
+    if project_id is not None:
+        statement = statement.where(UsagePeriod.project_id == project_id)
+    if owner_id is not None:
+        statement = statement.where(UsagePeriod.owner_id == owner_id)
+    if kind is not None:
+        statement = statement.where(UsagePeriod.kind == kind.value)
+    runs = []
+    for period in session.exec(statement.order_by(col(UsagePeriod.started_at))):
+        start = max(period.started_at, window.start)
+        end = min(period.stopped_at or now, window.end, now)
+        if end > start:
+            runs.append(Run(period, start, end))
+    return runs
+
+
+def as_hours(microseconds: int | float) -> float:
+    return round(microseconds / (HOUR / timedelta(microseconds=1)), HOURS_PLACES)
+
+
+def as_money(exact: Decimal) -> Decimal:
+    return display_price(exact.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP))
+
+
+def _exact_cost(microseconds: int, hourly_price: Decimal) -> Decimal:
+    return Decimal(microseconds) * hourly_price / Decimal(HOUR // timedelta(microseconds=1))
+
+
+# ---- cost analysis --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """One row's running sums; its latest period names it (a renamed workload shows its newest name)."""
+
+    latest: UsagePeriod
+    microseconds: int = 0
+    cost: Decimal = Decimal(0)
+    parts: set[str] = field(default_factory=set)  # the pods or workloads it counts
+
+
+GroupKey = tuple[Any, ...]
+# Per grouping: what a piece of a run is grouped by (always with its currency) and what a group counts.
+_KEYS: dict[str, Callable[[UsagePeriod], GroupKey]] = {
+    "workload": lambda p: (p.workload_id, p.currency),
+    "member": lambda p: (p.owner_id, p.currency),
+    "spec": lambda p: (p.spec_id, p.spec_name, p.hourly_price, p.currency),
+    "project": lambda p: (p.project_id, p.currency),
+}
+_PARTS: dict[str, Callable[[UsagePeriod], str]] = {
+    "workload": lambda p: p.pod,
+    "member": lambda p: p.workload_id,
+    "project": lambda p: p.workload_id,
+}
+
+
+def _pieces(run: Run, group_by: str, tz: ZoneInfo) -> Iterator[tuple[GroupKey, int]]:
+    """The run's microseconds under each group key; by day, the run is cut at each midnight in `tz`."""
+    period = run.period
+    if group_by != "day":
+        yield _KEYS[group_by](period), run.microseconds
+        return
+    start = run.start
+    while start < run.end:
+        day = start.astimezone(tz).date()
+        midnight = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
+        end = min(midnight, run.end)
+        yield (day, period.currency), (end - start) // timedelta(microseconds=1)
+        start = end
+
+
+def _spending(group: _Group) -> dict[str, Any]:
+    return {
+        "hours": as_hours(group.microseconds),
+        "cost": as_money(group.cost),
+        "currency": group.latest.currency,
+    }
+
+
+def _row(group_by: str, key: GroupKey, group: _Group, projects: dict[str, Project]) -> CostRow:
+    period, spent = group.latest, _spending(group)
+    if group_by == "workload":
+        return WorkloadCost(
+            workload_id=period.workload_id,
+            kind=UsageKind(period.kind),
+            name=period.name,
+            owner=period.owner,
+            spec=period.spec_name,
+            pods=len(group.parts),
+            **spent,
+        )
+    if group_by == "member":
+        return MemberCost(owner_id=period.owner_id, owner=period.owner, workloads=len(group.parts), **spent)
+    if group_by == "spec":
+        return SpecCost(
+            spec_id=period.spec_id, spec=period.spec_name, hourly_price=period.hourly_price, **spent
+        )
+    if group_by == "day":
+        day: date = key[0]
+        return DayCost(day=day, **spent)
+    project = projects.get(period.project_id)
+    return ProjectCost(
+        project_id=period.project_id,
+        project_name=project.name if project else None,
+        project_status=project.status if project else None,
+        workloads=len(group.parts),
+        **spent,
+    )
+
+
+def cost_report(
+    session: Session,
+    window: ReportRange,
+    now: datetime,
+    group_by: CostGrouping | PlatformCostGrouping,
+    tz: ZoneInfo,
+    *,
+    project_id: str | None,
+    owner: Owner | None,
+) -> CostReport:
+    """One project's costs (or, with project_id None, the whole platform's, deleted projects included)."""
+    grouping = group_by.value
+    runs = runs_in(session, window, now, project_id=project_id, owner_id=owner.id if owner else None)
+    groups: dict[GroupKey, _Group] = {}
+    totals: dict[str, _Group] = {}
+    for run in runs:
+        period = run.period
+        for key, microseconds in _pieces(run, grouping, tz):
+            cost = _exact_cost(microseconds, period.hourly_price)
+            for group in (
+                groups.setdefault(key, _Group(period)),
+                totals.setdefault(period.currency, _Group(period)),
+            ):
+                group.microseconds += microseconds
+                group.cost += cost
+                if period.started_at >= group.latest.started_at:
+                    group.latest = period
+            if grouping in _PARTS:
+                groups[key].parts.add(_PARTS[grouping](period))
+    projects: dict[str, Project] = {}
+    if grouping == "project" and groups:
+        ids = {group.latest.project_id for group in groups.values()}
+        projects = {p.id: p for p in session.exec(select(Project).where(col(Project.id).in_(ids)))}
+    rows = [_row(grouping, key, group, projects) for key, group in groups.items()]
+    if grouping == "day":
+        rows.sort(key=lambda row: (row.day if isinstance(row, DayCost) else date.min, row.currency))
+    else:
+        rows.sort(key=lambda row: (-row.cost, -row.hours, row.currency))
+    return CostReport(
+        project_id=project_id,
+        member=owner.username if owner else None,
+        start=window.start,
+        end=window.end,
+        group_by=grouping,
+        tz=tz.key,
+        rows=rows,
+        totals=[Spending(**_spending(totals[currency])) for currency in sorted(totals)],
+    )
+
+
+# ---- CSV ------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    text = str(value)
+    if isinstance(value, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text  # shown as text, never run as a formula
+    return text
+
+
+def csv_bytes(columns: list[str], rows: Iterable[dict[str, Any]]) -> bytes:
+    """A header row, then one row per dict; UTF-8 with a byte-order mark so Excel reads it as UTF-8."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+def cost_csv(report: CostReport) -> bytes:
+    """The report's rows, then a totals row per currency; the label columns come first."""
+    row_model = _ROW_MODELS[report.group_by]
+    figures = list(Spending.model_fields)
+    labels = [name for name in row_model.model_fields if name not in figures]
+    totals = [{labels[0]: "total"} | total.model_dump() for total in report.totals]
+    return csv_bytes(labels + figures, [*(row.model_dump() for row in report.rows), *totals])
+
+
+_ROW_MODELS: dict[str, type[Spending]] = {
+    "workload": WorkloadCost,
+    "member": MemberCost,
+    "spec": SpecCost,
+    "day": DayCost,
+    "project": ProjectCost,
+}
