@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         description="host:port where the worker serves Temporal's Prometheus metrics (activity failures, "
         "retries, latencies); empty: off.",
     )
+    sample_interval_seconds: float = Field(
+        10, gt=0, description="How often the worker (local) or the node agent samples each workload pod."
+    )
+    prometheus_url: str = Field(
+        "",
+        description="Kubernetes: a Prometheus with DCGM-exporter and cAdvisor series, which the worker reads "
+        "instead of running the node agent; empty: the node agent (deploy/kubernetes/agent.yaml) samples.",
+    )
+    display_time_zone: str = Field(
+        "UTC", description="Charts' time zone when a request names none (an IANA name, e.g. Asia/Taipei)."
+    )
     cluster_max_hours: float = Field(
         720, gt=0, description="The longest a training cluster may run: its end at most this far (30 days)."
     )

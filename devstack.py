@@ -40,8 +40,9 @@ from embedded_s3 import ports as s3_ports
 from models.catalog import seed_default_catalog
 from models.database import make_engine, migrate
 from services.user_setup import set_up_everyone
-from worker import build_worker
+from worker import build_worker, start_sampling
 from workflows import search_attributes
+from workflows.sample_rollups import ensure_rollup_schedule
 
 log = logging.getLogger("mlcp.dev")
 T = TypeVar("T")
@@ -181,6 +182,7 @@ class DevStack:
         self.engine: Engine | None = None
         self.worker: Worker | None = None
         self.worker_task: asyncio.Task[None] | None = None
+        self.sampler_task: asyncio.Task[None] | None = None
         self.api_server: _ApiServer | None = None
         self.api_task: asyncio.Task[None] | None = None
         self.s3: EmbeddedS3 | None = None
@@ -223,6 +225,8 @@ class DevStack:
         assert self.engine is not None
         self.worker = build_worker(client, settings, self.engine)
         self.worker_task = asyncio.create_task(self.worker.run(), name="worker")
+        self.sampler_task = start_sampling(settings, self.engine)
+        await ensure_rollup_schedule(client, settings.temporal_task_queue)
         app = create_app(settings, engine=self.engine, temporal=client)
         config = uvicorn.Config(
             app,
@@ -397,6 +401,8 @@ class DevStack:
         return 1
 
     async def _shutdown(self) -> None:
+        if self.sampler_task is not None:
+            self.sampler_task.cancel()
         if self.api_server is not None and self.api_task is not None:
             self.api_server.should_exit = True
             await _settle(self.api_task, "API server")

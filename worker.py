@@ -15,6 +15,8 @@ from temporalio.worker import Worker
 from activities.heartbeat import HEARTBEAT_THROTTLE
 from activities.mail import MailActivities
 from activities.projects import ProjectActivities, ProjectCleanup
+from activities.sample_rollups import SampleActivities
+from activities.sampling import sample_forever, sampler_for
 from activities.schedules import ScheduleActivities
 from activities.system import SystemActivities
 from activities.user_setup import UserSetupActivities
@@ -24,6 +26,7 @@ from models.database import make_engine
 from services import kinds
 from services.runtimes import runtime_from_settings, storage_for
 from workflows.project import ProjectWorkflow
+from workflows.sample_rollups import SampleRollupWorkflow, ensure_rollup_schedule
 from workflows.scheduled_job import ScheduledJobWorkflow
 from workflows.system_check import SystemCheckWorkflow
 from workflows.user_setup import UserSetupWorkflow
@@ -36,6 +39,7 @@ WORKFLOWS: list[type] = [
     ProjectWorkflow,
     ScheduledJobWorkflow,
     UserSetupWorkflow,
+    SampleRollupWorkflow,
     *kinds.workflows(),
 ]
 
@@ -50,6 +54,7 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
     workloads = WorkloadActivities(runtime)
     schedules = ScheduleActivities(engine, client, settings)
     setups = UserSetupActivities(engine, storage_for(settings, runtime))
+    samples = SampleActivities(engine)
     return [
         system.check_database,
         mail.send_mail,
@@ -69,6 +74,8 @@ def activities_for(settings: Settings, engine: Engine, client: Client) -> list[A
         schedules.resume_project_schedules,
         setups.provision_home,
         setups.record_setup,
+        samples.roll_up_samples,
+        samples.prune_samples,
     ]
 
 
@@ -97,9 +104,27 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info(
             "worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_address
         )
-        if stop is None:
-            await worker.run()
-        else:
-            async with worker:
-                await stop.wait()
+        await ensure_rollup_schedule(client, settings.temporal_task_queue)
+        sampling = start_sampling(settings, engine)
+        try:
+            if stop is None:
+                await worker.run()
+            else:
+                async with worker:
+                    await stop.wait()
+        finally:
+            if sampling is not None:
+                sampling.cancel()
     engine.dispose()
+
+
+def start_sampling(settings: Settings, engine: Engine) -> asyncio.Task[None] | None:
+    """This host's sampler as a background task, where the worker is the one to sample."""
+    sampler = sampler_for(settings)
+    if sampler is None:
+        log.info("no sampler in the worker: the node agent samples workload pods on each node")
+        return None
+    log.info("sampling workload pods every %ss (%s)", settings.sample_interval_seconds, sampler.name)
+    return asyncio.create_task(
+        sample_forever(sampler, engine, settings.sample_interval_seconds), name="sampler"
+    )

@@ -56,6 +56,16 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
 _CHILD_KINDS = ("Secret", "Service", "NetworkPolicy")
 
 
+def api_client_from_settings(settings: Settings) -> client.ApiClient:
+    """Kubeconfig from `MLCP_KUBECONFIG`; else in-cluster inside a pod; else the default kubeconfig."""
+    configuration = client.Configuration()
+    if not settings.kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(config_file=settings.kubeconfig or None, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
 class KubernetesRuntime:
     name = "kubernetes"
 
@@ -101,19 +111,11 @@ class KubernetesRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings, kinds: KindTable) -> KubernetesRuntime:
-        """Kubeconfig from `MLCP_KUBECONFIG`; else in-cluster inside a pod; else the default kubeconfig."""
-        configuration = client.Configuration()
-        if not settings.kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            config.load_kube_config(
-                config_file=settings.kubeconfig or None, client_configuration=configuration
-            )
         homes = (
             (settings.nfs_server, settings.nfs_path.rstrip("/") + "/homes") if settings.nfs_server else None
         )
         return cls(
-            client.ApiClient(configuration),
+            api_client_from_settings(settings),
             kinds,
             node_host=settings.node_host,
             homes=homes,

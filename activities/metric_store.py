@@ -11,8 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func
+from sqlalchemy import CursorResult, Engine, delete, func
 from sqlmodel import Session, col, select
 
 from models.monitoring import MetricSample, MetricSource, PodSample, Resolution
@@ -135,10 +136,13 @@ def prune(engine: Engine, now: datetime) -> int:
     removed = 0
     with Session(engine) as session:
         for resolution, kept in ((Resolution.raw, RAW_KEPT), (Resolution.minute, MINUTES_KEPT)):
-            result = session.exec(  # type: ignore[call-overload]
-                delete(MetricSample).where(
-                    col(MetricSample.resolution) == resolution, col(MetricSample.at) < now - kept
-                )
+            result = cast(
+                CursorResult[Any],
+                session.execute(
+                    delete(MetricSample).where(
+                        col(MetricSample.resolution) == resolution, col(MetricSample.at) < now - kept
+                    )
+                ),
             )
             removed += result.rowcount or 0
         session.commit()

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.heartbeat import heartbeating_async
+from activities.usage import close_project_usage
 from models.base import utcnow
 from models.lifecycle import ProjectState
 from models.projects import ApplicationRecord, Project, ProjectMember
@@ -158,5 +159,6 @@ class ProjectCleanup:
                 )
                 result = cast(CursorResult[Any], session.execute(statement))
                 closed += result.rowcount or 0
+            close_project_usage(session, project_id, utcnow())
             session.commit()
         return closed

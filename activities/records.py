@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from activities.usage import record_usage
 from models.base import utcnow
 from models.workload_lifecycle import MESSAGE_MAX, REASON_MAX, WorkloadLifecycleState, WorkloadRecord
 
@@ -17,7 +18,8 @@ def record_workload(
     """Upsert the row for `state`; an older snapshot never wins over a newer one.
 
     The row takes every field the state shares with the table, plus the kind's own `columns` (what the
-    table stores flattened from the spec). Idempotent: a retried write of the same version changes nothing.
+    table stores flattened from the spec). Its running periods are written in the same transaction.
+    Idempotent: a retried write of the same version changes nothing.
     """
     shared = set(table.model_fields) & set(type(state).model_fields)
     values = state.model_dump(include=shared) | columns
@@ -33,4 +35,5 @@ def record_workload(
         else:
             row.sqlmodel_update(values)
         session.add(row)
+        record_usage(session, state, state.as_of or values["updated_at"])
         session.commit()

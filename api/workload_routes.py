@@ -29,6 +29,7 @@ from api.deps import (
     SettingsDep,
     TemporalDep,
 )
+from api.monitoring_routes import add_monitoring_routes
 from config import Settings
 from models.accounts import User
 from models.base import Page
@@ -256,4 +257,5 @@ def workload_router(routes: KindRoutes) -> APIRouter:
         status_code=202,
         description=f"Delete a {noun} (owner or project admin); it is gone once its status is deleted.",
     )
+    add_monitoring_routes(router, kind)
     return router

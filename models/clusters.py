@@ -21,6 +21,7 @@ from models.base import UTCDateTime
 from models.containers import SSH_KEY_PATTERN, EndpointPublic
 from models.images import CUDA_VERSION_PATTERN
 from models.inputs import ImageReference, Multiline, RequestModel
+from models.usage import RunPeriod
 from models.volumes import Mounts, check_mounts
 from models.workload_lifecycle import (
     ResourceColumns,
@@ -35,6 +36,7 @@ from models.workload_lifecycle import (
 from models.workloads import ClusterMembership, Credentials, Endpoint, WorkloadSpec, WorkloadState
 
 LAUNCHER = "launcher"
+WORKER = "worker"  # the workers' role in the cluster's spec
 WORKER_PREFIX = "worker-"
 MAX_CONTAINERS = 64  # one launcher and up to 63 workers
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -136,6 +138,23 @@ class ClusterState(WorkloadLifecycleState, ClusterFields):
     hosts_written_for: datetime | None = None  # the launcher start the hostfile was written into
     slots: int = 1
     scale_to: int | None = None  # a scale request not carried out yet; the last one wins
+
+    def run_periods(self) -> list[RunPeriod]:
+        """One per pod running now: a pod lost or scaled in drops out, and so its period closes."""
+        roles = {role.name: role.resources for role in self.spec.roles}
+        periods = []
+        for member in self.members:
+            if member.started_at is not None:
+                resources = roles[LAUNCHER if member.is_launcher else WORKER]
+                periods.append(
+                    RunPeriod(
+                        pod=member.name,
+                        started_at=member.started_at,
+                        gpu=resources.gpu,
+                        gpu_model=resources.gpu_model,
+                    )
+                )
+        return periods
 
     def record(self) -> dict[str, Any]:
         launcher = next((m for m in self.members if m.is_launcher), None)
@@ -254,7 +273,7 @@ class ClusterPod(BaseModel):
 def pod_view(member: ClusterMember, hosts: list[str] | None = None) -> ClusterPod:
     return ClusterPod(
         name=member.name,
-        role="launcher" if member.is_launcher else "worker",
+        role=LAUNCHER if member.is_launcher else WORKER,
         status=member.phase.value,
         ready=member.phase == MemberPhase.running,
         in_hostfile=member.name in (hosts or []),

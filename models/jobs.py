@@ -19,6 +19,8 @@ from sqlmodel import SQLModel
 from models.base import UTCDateTime, utcnow
 from models.images import CUDA_VERSION_PATTERN
 from models.inputs import ImageReference, Multiline, RequestModel
+from models.monitoring import MAIN_POD
+from models.usage import RunPeriod
 from models.volumes import Mounts, check_mounts
 from models.workload_lifecycle import (
     ResourceColumns,
@@ -95,6 +97,21 @@ class JobState(WorkloadLifecycleState, JobFields):
     log_snapshot_taken: bool = False  # the copy taken before the deadline
     cleaned_up: bool = False  # workload gone and reservation released: the job is over
     poll_delay: timedelta | None = None  # the back-off reached, so continue-as-new does not restart it
+
+    def run_periods(self) -> list[RunPeriod]:
+        """A job's run is the runtime's own start and finish, also for one that ended between two looks."""
+        if self.started_at is None:
+            return super().run_periods()
+        resources = self.spec.main.resources
+        return [
+            RunPeriod(
+                pod=MAIN_POD,
+                started_at=self.started_at,
+                stopped_at=self.finished_at,
+                gpu=resources.gpu,
+                gpu_model=resources.gpu_model,
+            )
+        ]
 
     def record(self) -> dict[str, Any]:
         """The read model's columns for this state."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from pydantic import BaseModel
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
@@ -42,9 +43,11 @@ class UsagePeriod(SQLModel, table=True):
     )
 
 
-class RunPeriod(SQLModel):
+class RunPeriod(BaseModel):
     """What a lifecycle's record says about one pod's run: the record activity turns it into a row."""
 
     pod: str
     started_at: datetime
     stopped_at: datetime | None = None
+    gpu: int = 0
+    gpu_model: str | None = None

@@ -23,6 +23,8 @@ from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, utcnow
 from models.inputs import RequestModel
+from models.monitoring import MAIN_POD
+from models.usage import RunPeriod
 from models.workloads import RuntimeEvent, WorkloadSpec
 
 REASON_MAX = 128
@@ -115,6 +117,25 @@ class WorkloadLifecycleState(WorkloadRecord):
     delete_requested_by: str | None = None
     shutdown_reason: str | None = None
     cancelled: bool = False  # its workflow was cancelled (an operator, or its project's deletion)
+    # When its pod last started and stopped running (workflow time): the period cost is computed from.
+    run_started_at: datetime | None = None
+    run_stopped_at: datetime | None = None
+    as_of: datetime | None = None  # the workflow's time when this snapshot was recorded
+
+    def run_periods(self) -> list[RunPeriod]:
+        """The running periods this snapshot knows of (activities/usage.py turns them into rows)."""
+        if self.run_started_at is None:
+            return []
+        resources = self.spec.main.resources
+        return [
+            RunPeriod(
+                pod=MAIN_POD,
+                started_at=self.run_started_at,
+                stopped_at=self.run_stopped_at,
+                gpu=resources.gpu,
+                gpu_model=resources.gpu_model,
+            )
+        ]
 
 
 class WorkloadInput(BaseModel):

@@ -18,6 +18,7 @@ from models.clusters import (
     DISCOVER_HOSTS_SCRIPT,
     HOSTFILE_FOLDER,
     LAUNCHER,
+    WORKER,
     Cluster,
     ClusterCreate,
     ClusterInput,
@@ -150,7 +151,7 @@ def cluster_spec(
         roles=[
             WorkloadRole(name=LAUNCHER, image=image.reference, env=env, resources=resources, ports=ports),
             WorkloadRole(
-                name="worker",
+                name=WORKER,
                 count=workers,
                 image=image.reference,
                 env=env,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -75,6 +76,9 @@ class WorkloadKind:
     runtime: RuntimeKind
     api_module: str  # imported by the API only, so the worker never loads FastAPI
     hidden_statuses: frozenset[str] = field(default_factory=lambda: frozenset({"deleted"}))
+    # Where its utilisation series are, under its own path: the workload's one pod, or each of its pods.
+    metrics_path: str = "/{resource_id}"
+    metrics_longest_range: timedelta = timedelta(hours=24)
 
     def workflow_id(self, resource_id: str) -> str:
         return workload_workflow_id(self.name, resource_id)
@@ -170,6 +174,8 @@ CLUSTER = WorkloadKind(
         runs_to_completion=False,
     ),
     api_module="api.routers.clusters",
+    metrics_path="/{resource_id}/pods/{pod}",
+    metrics_longest_range=timedelta(days=30),
 )
 
 KINDS: tuple[WorkloadKind, ...] = (CONTAINER, JOB, TRANSFER, CLUSTER)

@@ -159,6 +159,7 @@ class ClusterSaga(ABC):
         self._count()
         if self._recorded_version < self._state.version:
             version = self._state.version
+            self._state.as_of = workflow.now()
             try:
                 await workflow.execute_activity_method(
                     ClusterActivities.record_cluster,

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
 # The project workflow's signal names (workflows/project.py), kept as strings so this module stays light.
 PROJECT_RELEASE = "release"
 PROJECT_WORKLOAD_RUNNING = "workload_running"
+RUNNING = "running"  # the status every kind runs in, while its running period is open
 RECORD_TIMEOUT = timedelta(seconds=10)
 ANSWER_WAIT = timedelta(minutes=10)  # longer only if the project's workflow is gone, with its ledger
 POLL_BACKOFF = 1.5  # 1, 1.5, 2.3, 3.4 ... s: a quick start is seen quickly, a slow one costs few polls
@@ -456,12 +457,17 @@ class WorkloadLifecycle(ABC):
             return
         if state.status != status:
             search_attributes.status_changed(status.value)
+            if status.value == RUNNING:
+                state.run_started_at, state.run_stopped_at = workflow.now(), None
+            elif state.status == RUNNING:
+                state.run_stopped_at = workflow.now()
         state.status, state.reason, state.message = status, reason, message
         state.version += 1
 
     async def _record(self) -> None:
         if self._recorded_version < self._state.version:
             version = self._state.version
+            self._state.as_of = workflow.now()
             try:
                 await workflow.execute_activity_method(
                     self.record_activity,
