@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -140,6 +141,24 @@ def worker() -> None:
         await run_worker(settings, stop)
 
     asyncio.run(_run())
+
+
+@app.command()
+def agent(
+    node_name: str = typer.Option(
+        ..., envvar="NODE_NAME", help="This node's name (the DaemonSet: the downward API's spec.nodeName)."
+    ),
+    interval: float = typer.Option(10.0, min=1.0, help="Seconds between rounds."),
+    cgroup_root: Path = typer.Option(Path("/sys/fs/cgroup"), help="The host's cgroup v2 hierarchy."),
+    proc_root: Path = typer.Option(Path("/proc"), help="The host's /proc (the DaemonSet: /host/proc)."),
+) -> None:
+    """Sample this node's workload pods into the database (the DaemonSet where no Prometheus is set up)."""
+    from activities.node_agent import run_agent
+    from api.request_context import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    run_agent(settings.database_url, node_name, settings.kubeconfig, interval, cgroup_root, proc_root)
 
 
 @app.command()
