@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from models.monitoring import Metric, MetricSample, Resolution
 from models.reports import GpuUsageReport, GpuUsageRow, UsageKind
-from services.usage_reports import HOUR, ReportRange, Run, as_hours, runs_in
+from services.usage_periods import HOUR, ReportRange, Run, as_hours, runs_in
 from services.workloads import Owner
 
 NO_GPU = "the pod holds no GPU"

@@ -26,13 +26,17 @@ from models.reports import (
 )
 from services.access import visible_project
 from services.gpu_usage import gpu_usage_report
-from services.usage_reports import cost_csv, cost_report, report_owner, report_range, time_zone
+from services.usage_periods import report_owner, report_range, time_zone
+from services.usage_reports import cost_csv, cost_report
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
 From = Annotated[
     datetime | None,
-    Query(alias="from", description="Start of the range, with a time zone; default: 30 days before `to`"),
+    Query(
+        alias="from",
+        description="Start of the range, with a time zone (send + as %2B); default: 30 days before `to`",
+    ),
 ]
 To = Annotated[
     datetime | None,
