@@ -64,7 +64,7 @@ class Spending(BaseModel):
 
 class WorkloadCost(Spending):
     workload_id: str
-    kind: UsageKind
+    kind: str = Field(description="container, job or cluster (a kind added later reports as itself)")
     name: str
     owner: str
     spec: str = Field(description="The spec of the workload's latest period in the range")
@@ -113,7 +113,7 @@ class GpuUsageRow(BaseModel):
 
     workload_id: str
     pod: str
-    kind: UsageKind
+    kind: str = Field(description="container, job or cluster")
     name: str = Field(description="The workload's name; a cluster pod's is <cluster name>/<pod>")
     owner: str
     hours: float = Field(description="Hours the pod ran in the range")

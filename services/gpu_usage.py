@@ -179,7 +179,7 @@ def gpu_usage_report(
             GpuUsageRow(
                 workload_id=period.workload_id,
                 pod=period.pod,
-                kind=UsageKind(period.kind),
+                kind=period.kind,
                 name=f"{period.name}/{period.pod}" if period.kind == CLUSTER_KIND else period.name,
                 owner=period.owner,
                 hours=as_hours(pod.microseconds),

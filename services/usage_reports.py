@@ -30,7 +30,6 @@ from models.reports import (
     ProjectCost,
     SpecCost,
     Spending,
-    UsageKind,
     WorkloadCost,
 )
 from models.usage import UsagePeriod
@@ -106,7 +105,7 @@ def _row(group_by: str, key: GroupKey, group: _Group, projects: dict[str, Projec
     if group_by == "workload":
         return WorkloadCost(
             workload_id=period.workload_id,
-            kind=UsageKind(period.kind),
+            kind=period.kind,
             name=period.name,
             owner=period.owner,
             spec=period.spec_name,
