@@ -26,6 +26,7 @@ _NAMESPACE_PREFIX = namespace_name("")
 # say the same, and this reads pods labelled before LABEL_MEMBER existed.
 _MEMBER_RESOURCE_ID = re.compile(r"^(?P<cluster>[a-z0-9]{1,32})-(?P<member>launcher|worker-[0-9]{2,3})$")
 _PAGE = 500
+REQUEST_TIMEOUT = 30.0  # seconds
 
 # Why a pod has no percentage, whichever sampler read it: there is nothing requested to measure against.
 NO_GPU = "the pod holds no GPU"
@@ -96,13 +97,18 @@ def workload_pod(pod: V1Pod) -> WorkloadPod | None:
 
 
 def list_workload_pods(core: CoreV1Api, node_name: str | None = None) -> list[WorkloadPod]:
-    """Every running workload pod of every project, or only those on `node_name`."""
+    """Every running workload pod of every project, or only those on `node_name`. A stuck API server
+    fails the call after REQUEST_TIMEOUT rather than stalling every later round."""
     fields = "status.phase=Running" + (f",spec.nodeName={node_name}" if node_name else "")
     found: list[WorkloadPod] = []
     token: str | None = None
     while True:
         page = core.list_pod_for_all_namespaces(
-            label_selector=WORKLOAD_SELECTOR, field_selector=fields, limit=_PAGE, _continue=token
+            label_selector=WORKLOAD_SELECTOR,
+            field_selector=fields,
+            limit=_PAGE,
+            _continue=token,
+            _request_timeout=REQUEST_TIMEOUT,
         )
         found.extend(p for p in (workload_pod(item) for item in page.items or []) if p is not None)
         token = page.metadata._continue if page.metadata else None
