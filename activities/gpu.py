@@ -25,7 +25,7 @@ class GpuDevice:
 GpuDeviceList = Callable[[], list[GpuDevice]]
 
 
-def _load_nvml() -> ModuleType | None:
+def load_nvml() -> ModuleType | None:
     # The module comes from nvidia-ml-py, NVIDIA's own bindings; where the old `pynvml` distribution (a
     # deprecated alias of it) is installed too, importing warns, which says nothing to our users.
     with warnings.catch_warnings():
@@ -37,14 +37,14 @@ def _load_nvml() -> ModuleType | None:
     return pynvml
 
 
-def _text(value: str | bytes) -> str:
+def nvml_text(value: str | bytes) -> str:
     # Older bindings return bytes, newer ones str.
     return value.decode() if isinstance(value, bytes) else value
 
 
 def nvml_devices() -> list[GpuDevice]:
     """Every GPU NVML sees now; an empty list when there is no driver, no library or no device."""
-    nvml = _load_nvml()
+    nvml = load_nvml()
     if nvml is None:
         return []
     try:
@@ -59,8 +59,8 @@ def nvml_devices() -> list[GpuDevice]:
             devices.append(
                 GpuDevice(
                     index=index,
-                    uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-                    name=_text(nvml.nvmlDeviceGetName(handle)),
+                    uuid=nvml_text(nvml.nvmlDeviceGetUUID(handle)),
+                    name=nvml_text(nvml.nvmlDeviceGetName(handle)),
                     memory_mb=int(nvml.nvmlDeviceGetMemoryInfo(handle).total) // MIB,
                 )
             )

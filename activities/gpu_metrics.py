@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from activities.gpu import _load_nvml, _text
+from activities.gpu import load_nvml, nvml_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class NvmlProbe:
 
     def _init(self) -> Any:
         if self._nvml is None:
-            nvml = _load_nvml()
+            nvml = load_nvml()
             if nvml is None:
                 raise GpuUnavailable("NVML is not installed (the nvidia-ml-py package provides it)")
             try:
@@ -75,7 +75,7 @@ class NvmlProbe:
                 raise GpuUnavailable(f"NVML failed to read the GPUs: {exc}") from exc
 
     def _reading(self, nvml: Any, handle: Any) -> GpuReading:
-        uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+        uuid = nvml_text(nvml.nvmlDeviceGetUUID(handle))
         memory = nvml.nvmlDeviceGetMemoryInfo(handle)
         shares = self._process_utilization(nvml, handle, uuid)
         processes = []
@@ -108,3 +108,14 @@ class NvmlProbe:
             shares[int(sample.pid)] = max(shares.get(int(sample.pid), 0.0), float(sample.smUtil))
             self._last_seen[uuid] = max(self._last_seen.get(uuid, 0), int(sample.timeStamp))
         return shares
+
+    def close(self) -> None:
+        """Shut NVML down if it was started; the next `read` starts it again."""
+        with self._lock:
+            nvml, self._nvml = self._nvml, None
+            if nvml is None:
+                return
+            try:
+                nvml.nvmlShutdown()
+            except nvml.NVMLError as exc:
+                logger.debug("NVML shutdown failed: %s", exc)

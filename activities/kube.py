@@ -56,13 +56,13 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
 _CHILD_KINDS = ("Secret", "Service", "NetworkPolicy")
 
 
-def api_client_from_settings(settings: Settings) -> client.ApiClient:
-    """Kubeconfig from `MLCP_KUBECONFIG`; else in-cluster inside a pod; else the default kubeconfig."""
+def kube_api_client(kubeconfig: str = "") -> client.ApiClient:
+    """From `kubeconfig` when given; else in-cluster inside a pod; else the default kubeconfig."""
     configuration = client.Configuration()
-    if not settings.kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
     else:
-        config.load_kube_config(config_file=settings.kubeconfig or None, client_configuration=configuration)
+        config.load_kube_config(config_file=kubeconfig or None, client_configuration=configuration)
     return client.ApiClient(configuration)
 
 
@@ -115,7 +115,7 @@ class KubernetesRuntime:
             (settings.nfs_server, settings.nfs_path.rstrip("/") + "/homes") if settings.nfs_server else None
         )
         return cls(
-            api_client_from_settings(settings),
+            kube_api_client(settings.kubeconfig),
             kinds,
             node_host=settings.node_host,
             homes=homes,

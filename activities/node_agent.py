@@ -7,21 +7,18 @@ Runs with the host's PIDs and read-only views of the host's /sys/fs/cgroup and /
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
-from typing import Protocol
 
 from activities.counter_rates import CounterRates
-from activities.gpu import _load_nvml
+from activities.gpu_metrics import GpuProbe, GpuReading, GpuUnavailable, NvmlProbe
 from activities.kube_pod_inventory import (
     GIB,
     NO_CPU_REQUEST,
@@ -30,7 +27,7 @@ from activities.kube_pod_inventory import (
     WorkloadPod,
     list_workload_pods,
 )
-from activities.metric_store import store_samples
+from activities.sampling import sample_forever
 from models.monitoring import SAMPLE_INTERVAL_SECONDS, Metric, MetricValue, PodSample
 
 logger = logging.getLogger(__name__)
@@ -45,68 +42,6 @@ GPU_METRICS = (Metric.gpu_percent, Metric.gpu_memory_percent)
 # kubelet writes the uid with '_' for '-' under the systemd driver, as it is under the cgroupfs one.
 _POD_UID_IN_PATH = re.compile(r"pod([0-9a-f]{8}(?:[-_][0-9a-f]{4}){3}[-_][0-9a-f]{12})")
 _SEARCH_DEPTH = 4  # below the root, for kubelets with a cgroup root of their own (kind: kubelet.slice)
-
-
-class GpuUnavailable(Exception):
-    """NVML cannot read this node's GPUs; the message is the reason the samples give."""
-
-
-@dataclass(frozen=True)
-class GpuReading:
-    index: int  # NVML's: what orders a pod's GPUs
-    utilisation_percent: float
-    memory_percent: float
-    pids: tuple[int, ...]  # host PIDs of the compute processes on it
-
-
-class GpuReader(Protocol):
-    """Every GPU of the node now (`read` raises GpuUnavailable); NVML, or a stand-in in tests."""
-
-    def read(self) -> list[GpuReading]: ...
-
-    def close(self) -> None: ...
-
-
-class NvmlGpus:
-    """NVML, started on first use and kept: a failed start is tried again next round."""
-
-    def __init__(self) -> None:
-        self._started = False
-
-    def read(self) -> list[GpuReading]:
-        nvml = _load_nvml()
-        if nvml is None:
-            raise GpuUnavailable("NVML is not installed in the agent (the nvidia-ml-py package)")
-        try:
-            if not self._started:
-                nvml.nvmlInit()
-                self._started = True
-            count = nvml.nvmlDeviceGetCount()
-        except nvml.NVMLError as exc:
-            raise GpuUnavailable(f"NVML cannot start: {exc} (no NVIDIA driver visible?)") from exc
-        if count == 0:
-            raise GpuUnavailable("NVML sees no GPU on this node")
-        try:
-            return [self._device(nvml, index) for index in range(count)]
-        except nvml.NVMLError as exc:
-            raise GpuUnavailable(f"NVML failed reading a GPU: {exc}") from exc
-
-    @staticmethod
-    def _device(nvml: ModuleType, index: int) -> GpuReading:
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        memory, utilisation = nvml.nvmlDeviceGetMemoryInfo(handle), nvml.nvmlDeviceGetUtilizationRates(handle)
-        pids = tuple(p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle))
-        memory_percent = memory.used / memory.total * 100 if memory.total else 0.0
-        return GpuReading(index, float(utilisation.gpu), memory_percent, pids)
-
-    def close(self) -> None:
-        nvml = _load_nvml()
-        if self._started and nvml is not None:
-            self._started = False
-            try:
-                nvml.nvmlShutdown()
-            except nvml.NVMLError as exc:
-                logger.debug("NVML shutdown failed: %s", exc)
 
 
 def cgroup_v1_problem(root: Path) -> str:
@@ -186,7 +121,7 @@ class NodeAgent:
     def __init__(
         self,
         pods: Callable[[], list[WorkloadPod]],
-        gpus: GpuReader,
+        gpus: GpuProbe,
         cgroup_root: Path = CGROUP_ROOT,
         proc_root: Path = PROC_ROOT,
         clock: Callable[[], float] = time.monotonic,
@@ -213,10 +148,15 @@ class NodeAgent:
             self._read_cgroup(sample, pod, tick)
             self._put_gpus(sample, pod, gpus.get(pod.uid), gpu_problem)
             samples.append(sample)
+        values, unavailable = sum(len(s.values) for s in samples), sum(len(s.unavailable) for s in samples)
+        logger.debug("sampled %d pods: %d values, %d unavailable", len(samples), values, unavailable)
         return samples
 
     def close(self) -> None:
-        self._gpus.close()
+        """Let go of NVML, where the probe holds it (GpuProbe itself only reads)."""
+        close = getattr(self._gpus, "close", None)
+        if callable(close):
+            close()
 
     @staticmethod
     def _put_gpus(sample: PodSample, pod: WorkloadPod, gpus: list[GpuReading] | None, problem: str) -> None:
@@ -225,18 +165,20 @@ class NodeAgent:
             reason = NO_GPU if pod.gpus == 0 else problem or NO_GPU_PROCESS
             sample.unavailable |= dict.fromkeys(GPU_METRICS, reason)
             return
-        for device, gpu in enumerate(sorted(gpus, key=lambda reading: reading.index)):
-            for metric, value in zip(GPU_METRICS, (gpu.utilisation_percent, gpu.memory_percent), strict=True):
+        for device, gpu in enumerate(gpus):
+            memory = gpu.memory_used_bytes / gpu.memory_total_bytes * 100 if gpu.memory_total_bytes else 0.0
+            for metric, value in zip(GPU_METRICS, (gpu.utilization_percent, memory), strict=True):
                 sample.values.append(MetricValue(metric=metric, value=value, device=str(device)))
 
     def _gpus_by_pod(self) -> tuple[dict[str, list[GpuReading]], str]:
+        """Each pod's GPUs, in NVML's order (the probe's), by the pods of the processes on them."""
         try:
             readings = self._gpus.read()
         except GpuUnavailable as exc:
             return {}, str(exc)
         by_pod: dict[str, list[GpuReading]] = {}
         for reading in readings:
-            for uid in {pid_pod_uid(self.proc_root, pid) for pid in reading.pids} - {None}:
+            for uid in {pid_pod_uid(self.proc_root, process.pid) for process in reading.processes} - {None}:
                 by_pod.setdefault(str(uid), []).append(reading)
         return by_pod, ""
 
@@ -284,17 +226,6 @@ def _percent(used: float | None, requested: float, no_request: str) -> float | s
     return None if used is None else used / requested * 100
 
 
-def run_rounds(round_: Callable[[], int], interval: float, stop: threading.Event) -> None:
-    """`round_` every `interval` seconds until `stop`; a failed round is logged and the next one runs."""
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            round_()
-        except Exception:
-            logger.exception("node agent round failed; the next one runs in %gs", interval)
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
-
-
 def run_agent(
     database_url: str,
     node_name: str,
@@ -304,36 +235,31 @@ def run_agent(
     proc_root: Path = PROC_ROOT,
 ) -> None:
     """The agent's process: samples this node's pods into the database until SIGTERM or SIGINT."""
-    from kubernetes import client, config
+    from kubernetes import client
 
+    from activities.kube import kube_api_client
     from models.database import make_engine
 
-    configuration = client.Configuration()
-    if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=kubeconfig or None, client_configuration=configuration)
-    core = client.CoreV1Api(client.ApiClient(configuration))
+    api = kube_api_client(kubeconfig)
+    core = client.CoreV1Api(api)
     engine = make_engine(database_url)
-    agent = NodeAgent(lambda: list_workload_pods(core, node_name), NvmlGpus(), cgroup_root, proc_root)
+    agent = NodeAgent(lambda: list_workload_pods(core, node_name), NvmlProbe(), cgroup_root, proc_root)
     if agent.cgroup_problem:
         logger.error("CPU, memory and network go unsampled on node %s: %s", node_name, agent.cgroup_problem)
 
-    def round_() -> int:
-        samples = agent.sample()
-        written = store_samples(engine, SAMPLER, samples)
-        unavailable = sum(len(sample.unavailable) for sample in samples)
-        logger.info("sampled %d pods: %d values, %d unavailable", len(samples), written, unavailable)
-        return written
+    async def until_stopped() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await sample_forever(agent, engine, interval, stop)
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     logger.info(
         "node agent on %s: every %gs, cgroups %s, processes %s", node_name, interval, cgroup_root, proc_root
     )
     try:
-        run_rounds(round_, interval, stop)
+        asyncio.run(until_stopped())
     finally:
         agent.close()
         engine.dispose()
+        api.close()

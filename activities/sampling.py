@@ -34,11 +34,11 @@ def sampler_for(settings: Settings) -> Sampler | None:
     if settings.prometheus_url:
         from kubernetes.client import CoreV1Api
 
-        from activities.kube import api_client_from_settings
+        from activities.kube import kube_api_client
         from activities.kube_pod_inventory import list_workload_pods
         from activities.prometheus_sampler import PrometheusSampler
 
-        core = CoreV1Api(api_client_from_settings(settings))
+        core = CoreV1Api(kube_api_client(settings.kubeconfig))
         return PrometheusSampler(settings.prometheus_url, lambda: list_workload_pods(core))
     if settings.runtime == "local":
         from activities.gpu_metrics import NvmlProbe

@@ -423,7 +423,7 @@ class FakeNvml:
 
 def test_nvml_devices_lists_what_nvml_sees(monkeypatch: pytest.MonkeyPatch) -> None:
     nvml = FakeNvml([b"GPU-0000", "GPU-1111"])
-    monkeypatch.setattr(gpu, "_load_nvml", lambda: nvml)
+    monkeypatch.setattr(gpu, "load_nvml", lambda: nvml)
     assert nvml_devices() == [
         GpuDevice(index=0, uuid="GPU-0000", name="NVIDIA H100 80GB HBM3", memory_mb=81920),
         GpuDevice(index=1, uuid="GPU-1111", name="NVIDIA H100 80GB HBM3", memory_mb=81920),
@@ -432,7 +432,7 @@ def test_nvml_devices_lists_what_nvml_sees(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_nvml_devices_is_empty_without_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpu, "_load_nvml", lambda: FakeNvml([b"GPU-0000"], fail_init=True))
+    monkeypatch.setattr(gpu, "load_nvml", lambda: FakeNvml([b"GPU-0000"], fail_init=True))
     assert nvml_devices() == []
-    monkeypatch.setattr(gpu, "_load_nvml", lambda: None)
+    monkeypatch.setattr(gpu, "load_nvml", lambda: None)
     assert nvml_devices() == []

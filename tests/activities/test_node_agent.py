@@ -3,10 +3,10 @@ drivers), an NVML stand-in, and pods mapped from the V1Pods the runtime's own ma
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ import pytest
 from kubernetes.client import ApiClient, V1ListMeta, V1Pod, V1PodList
 from sqlmodel import Session, select
 
-from activities import node_agent
+from activities import gpu_metrics, node_agent
+from activities.gpu_metrics import GpuProcess, GpuReading, GpuUnavailable, NvmlProbe
 from activities.kube_clusters import cluster_pod_manifest
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_pod_inventory import (
@@ -25,18 +26,10 @@ from activities.kube_pod_inventory import (
     workload_pod,
 )
 from activities.metric_store import store_samples
-from activities.node_agent import (
-    FIRST_READING,
-    NO_GPU_PROCESS,
-    GpuReading,
-    GpuUnavailable,
-    NodeAgent,
-    NvmlGpus,
-    pod_cgroup,
-    run_rounds,
-)
+from activities.node_agent import FIRST_READING, NO_GPU_PROCESS, NodeAgent, pod_cgroup
+from activities.sampling import sample_forever
 from models.database import make_engine, migrate
-from models.monitoring import Metric, MetricSample, MetricSource, PodSample
+from models.monitoring import Metric, MetricSample, MetricSource, MetricValue, PodSample
 from models.workloads import ClusterMembership, ResourceRequest, WorkloadRole, WorkloadSpec
 from tests.activities.kube_cases import container_spec, job_spec
 
@@ -117,8 +110,21 @@ class Host:
         )
 
 
+def gpu(utilization: float, memory_percent: int, *pids: int) -> GpuReading:
+    """A device of 100 GiB with `memory_percent` of it in use by the processes `pids`."""
+    return GpuReading(
+        uuid=f"GPU-{utilization}-{memory_percent}",
+        utilization_percent=utilization,
+        memory_used_bytes=memory_percent * GIB,
+        memory_total_bytes=100 * GIB,
+        processes=[GpuProcess(pid=pid, memory_bytes=None) for pid in pids],
+    )
+
+
 @dataclass
 class FakeGpus:
+    """A GpuProbe with no `close`, which the agent does not need of a probe."""
+
     readings: list[GpuReading] = field(default_factory=list)
     problem: str = ""
 
@@ -126,9 +132,6 @@ class FakeGpus:
         if self.problem:
             raise GpuUnavailable(self.problem)
         return self.readings
-
-    def close(self) -> None:
-        pass
 
 
 class Clock:
@@ -204,10 +207,10 @@ def test_gpus_are_given_to_the_pods_whose_processes_use_them_in_nvml_order(tmp_p
     host.add_pod(UID_B, pid=200)
     gpus = FakeGpus(
         [
-            GpuReading(index=0, utilisation_percent=10.0, memory_percent=5.0, pids=(201,)),  # B's 2nd process
-            GpuReading(index=1, utilisation_percent=80.0, memory_percent=50.0, pids=(100,)),
-            GpuReading(index=2, utilisation_percent=90.0, memory_percent=60.0, pids=(100, 999)),  # 999: gone
-            GpuReading(index=3, utilisation_percent=0.0, memory_percent=0.0, pids=()),  # nobody's
+            gpu(10.0, 5, 201),  # B's 2nd process
+            gpu(80.0, 50, 100),
+            gpu(90.0, 60, 100, 999),  # 999: gone
+            gpu(0.0, 0),  # nobody's
         ]
     )
     (proc_b := host.proc / "201").mkdir()
@@ -229,7 +232,7 @@ def test_gpus_are_given_to_the_pods_whose_processes_use_them_in_nvml_order(tmp_p
 def test_systemd_cgroup_paths_name_the_pod_with_underscores(tmp_path: Path) -> None:
     host = Host(tmp_path, "systemd")
     host.add_pod(UID_A, pid=100)
-    gpus = FakeGpus([GpuReading(index=0, utilisation_percent=42.0, memory_percent=1.0, pids=(100,))])
+    gpus = FakeGpus([gpu(42.0, 1, 100)])
     (sample,) = agent_for(host, [pod(gpus=1)], gpus).sample()
     assert values(sample)[Metric.gpu_percent, "0"] == 42.0
 
@@ -246,10 +249,10 @@ def test_without_nvml_gpu_metrics_say_why(tmp_path: Path, monkeypatch: pytest.Mo
     host = Host(tmp_path)
     host.add_pod(UID_A, pid=100)
     host.add_pod(UID_B, pid=200)
-    monkeypatch.setattr(node_agent, "_load_nvml", lambda: None)
+    monkeypatch.setattr(gpu_metrics, "load_nvml", lambda: None)
     with pytest.raises(GpuUnavailable, match="NVML is not installed"):
-        NvmlGpus().read()
-    reason = "NVML cannot start: Driver Not Loaded (no NVIDIA driver visible?)"
+        NvmlProbe().read()
+    reason = "no NVIDIA driver here (NVML: Driver Not Loaded)"
     with_gpu, without = agent_for(host, [pod(UID_A, gpus=1), pod(UID_B)], FakeGpus(problem=reason)).sample()
     assert (
         with_gpu.unavailable[Metric.gpu_percent] == with_gpu.unavailable[Metric.gpu_memory_percent] == reason
@@ -260,7 +263,7 @@ def test_without_nvml_gpu_metrics_say_why(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_gpu_pod_with_no_process_on_a_gpu_says_why(tmp_path: Path) -> None:
     host = Host(tmp_path)
     host.add_pod(UID_A, pid=100)
-    gpus = FakeGpus([GpuReading(index=0, utilisation_percent=0.0, memory_percent=0.0, pids=())])
+    gpus = FakeGpus([gpu(0.0, 0)])
     (sample,) = agent_for(host, [pod(gpus=1)], gpus).sample()
     assert sample.unavailable[Metric.gpu_percent] == NO_GPU_PROCESS
 
@@ -312,19 +315,75 @@ def test_a_round_is_stored_and_read_back(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_rounds_go_on_after_a_failure_until_stopped() -> None:
-    stop = threading.Event()
-    calls: list[int] = []
+class NoGpuNvml:
+    """pynvml on a node whose driver sees no GPU, counting its shutdowns."""
 
-    def round_() -> int:
-        calls.append(len(calls))
-        if len(calls) == 1:
-            raise RuntimeError("the API server blinked")
-        stop.set()
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.shutdowns = 0
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
         return 0
 
-    run_rounds(round_, 0.0, stop)
-    assert calls == [0, 1]
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_the_agent_shuts_nvml_down_once_it_was_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    nvml = NoGpuNvml()
+    monkeypatch.setattr(gpu_metrics, "load_nvml", lambda: nvml)
+    agent = NodeAgent(lambda: [], NvmlProbe(), tmp_path, tmp_path)
+    agent.close()  # never started: nothing to shut down
+    assert nvml.shutdowns == 0
+    agent = NodeAgent(lambda: [pod(gpus=1)], probe := NvmlProbe(), tmp_path, tmp_path)
+    (sample,) = agent.sample()
+    assert "no NVIDIA GPU" in sample.unavailable[Metric.gpu_percent]
+    agent.close()
+    agent.close()
+    assert nvml.shutdowns == 1
+    with pytest.raises(GpuUnavailable, match="no NVIDIA GPU"):
+        probe.read()  # started again after a close
+    NodeAgent(lambda: [], FakeGpus(), tmp_path, tmp_path).close()  # a probe without close is fine
+
+
+class FlakySampler:
+    """Fails its first round, then samples one value a round; sets `stop` after its third round."""
+
+    name = "agent"
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop, self.loop, self.rounds = stop, asyncio.get_running_loop(), 0
+
+    def sample(self) -> list[PodSample]:
+        self.rounds += 1  # sampled in a worker thread: the event is set from the loop's
+        if self.rounds >= 3:
+            self.loop.call_soon_threadsafe(self.stop.set)
+        if self.rounds == 1:
+            raise RuntimeError("the API server blinked")
+        value = MetricValue(metric=Metric.vcpu_percent, value=float(self.rounds))
+        at = AT + timedelta(seconds=self.rounds)
+        return [PodSample(kind="container", workload_id="c1", project_id="p1", at=at, values=[value])]
+
+
+async def test_sampling_goes_on_after_a_failed_round_until_stopped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    stop = asyncio.Event()
+    sampler = FlakySampler(stop)
+    await asyncio.wait_for(sample_forever(sampler, engine, 0.01, stop), timeout=10)
+    assert sampler.rounds == 3
+    with Session(engine) as session:
+        stored = sorted(row.value for row in session.exec(select(MetricSample)))
+    assert stored == [2.0, 3.0]
+    engine.dispose()
 
 
 # The inventory: V1Pods as the runtime's manifests make them.
