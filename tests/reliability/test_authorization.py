@@ -356,6 +356,14 @@ TABLE = [
         },
     ),
     Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, shared={"resource_id": "job"}),
+    *(
+        Row("GET", f"{P}/{plural}/{{resource_id}}/{what}", OWNERS_READ, shared={"resource_id": kind})
+        for kind, plural in (("container", "containers"), ("job", "jobs"))
+        for what in ("metrics", "metrics.svg")
+    ),
+    Row("GET", P + "/gpu-usage", PROJECT_VISIBLE),
+    Row("GET", P + "/costs", PROJECT_VISIBLE),
+    Row("GET", "/api/v1/admin/costs", PLATFORM_ADMINS),
     # Scaling a cluster that does not run is refused with 409 after authorisation: it counts as let through.
     Row(
         "POST",
@@ -372,7 +380,7 @@ TABLE = [
             OWNERS_READ,
             shared={"resource_id": "cluster_pods", "pod": "pod"},
         )
-        for what in ("log", "events")
+        for what in ("log", "events", "metrics", "metrics.svg")
     ),
     Row("GET", "/api/v1/images/public", SIGNED_IN),
     Row("POST", "/api/v1/images/public", PLATFORM_ADMINS, public_image_body),
