@@ -162,7 +162,7 @@ def test_each_cluster_pod_has_its_periods_and_a_lost_or_removed_pod_closes_its_o
     ]
     state = ClusterState(
         id="k1", project_id=PROJECT, owner="bob", owner_id=owner, name="mpi", spec_id="s1", spec=spec,
-        status="running", type=ClusterType.horovod, members=members, version=1, as_of=T0 + timedelta(minutes=1),
+        status="running", type=ClusterType.horovod, members=members, version=1, as_of=members[2].started_at,
     )  # fmt: skip
     activities = ClusterActivities(engine, runtime=None)  # type: ignore[arg-type]
     activities.record_cluster(state)
