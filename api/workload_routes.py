@@ -84,6 +84,8 @@ class KindRoutes:
     runtime_holds: Callable[[Any], bool] = lambda row: True
     # The log tail once the runtime holds it no more (a kept copy), or "".
     kept_log: Callable[[Session, Any, int], str] = lambda session, row, lines: ""
+    # What the detail shows beyond the public model, read when it is asked for (e.g. the newest samples).
+    detail_extras: Callable[[Session, Any], dict[str, Any]] = lambda session, row: {}
     page: type[Page[Any]] | None = None  # the list's answer, if more than a page of the public model
     page_extras: Callable[[ListContext], Awaitable[dict[str, Any]]] | None = None
     before_delete: Callable[[Session, str, str, User], None] = lambda session, project, row_id, user: None
@@ -185,9 +187,8 @@ def workload_router(routes: KindRoutes) -> APIRouter:
         if routes.runtime_holds(row):
             events = await _in_thread(runtime.events, project_id, noun, resource_id)
         log_tail = await routes.log_tail(session, runtime, row, DETAIL_LOG_LINES)
-        return Detail.model_validate(
-            routes.public(row, places).model_dump() | {"events": events, "log_tail": log_tail}
-        )
+        fields = {"events": events, "log_tail": log_tail} | routes.detail_extras(session, row)
+        return Detail.model_validate(routes.public(row, places).model_dump() | fields)
 
     async def delete_one(
         project_id: PathId, resource_id: PathId, user: CurrentUser, session: SessionDep, client: TemporalDep

@@ -268,6 +268,8 @@ class ClusterPod(BaseModel):
     restarts: int = 0
     reason: str = ""
     message: str = ""
+    # Its newest samples (GPU %, vCPU %, memory %...), in the detail only; the series are under /metrics.
+    utilisation: dict[str, float] = {}
 
 
 def pod_view(member: ClusterMember, hosts: list[str] | None = None) -> ClusterPod:

@@ -32,6 +32,7 @@ STEPS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 RANGE_PATTERN = r"^[1-9][0-9]{0,3}[mhd]$"
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 NO_SAMPLES = "no samples in this range"
+LATEST_WITHIN = timedelta(minutes=1)  # six samples' worth: older is no longer "now"
 NOT_SAMPLED = "not sampled yet: samples come every 10 s while the pod runs"
 
 
@@ -67,8 +68,7 @@ def series_of(session: Session, workload_id: str, pod: str, span: timedelta, now
         points = [
             (at, round(total / count, 2)) for at, (total, count) in sorted(buckets[(metric, device)].items())
         ]
-        name = f"{metric}[{device}]" if Metric(metric) in PER_DEVICE and device else metric
-        series.append(Series(name=name, unit=UNITS[Metric(metric)], points=points))
+        series.append(Series(name=_series_name(metric, device), unit=UNITS[Metric(metric)], points=points))
     return SeriesAnswer(
         workload_id=workload_id,
         pod=pod,
@@ -124,6 +124,30 @@ def _unavailable(session: Session, workload_id: str, pod: str, present: set[str]
     missing = [metric.value for metric in Metric if metric.value not in present]
     fallback = NO_SAMPLES if source is not None else NOT_SAMPLED
     return {metric: reasons.get(metric, fallback) for metric in missing}
+
+
+def latest_values(
+    session: Session, workload_id: str, now: datetime, within: timedelta = LATEST_WITHIN
+) -> dict[str, dict[str, float]]:
+    """Each pod's newest raw value per series from the last `within` (a pod list's utilisation columns);
+    a pod or a series with no recent sample is left out, not shown as zero."""
+    rows = session.exec(
+        select(MetricSample)
+        .where(
+            MetricSample.workload_id == workload_id,
+            MetricSample.resolution == Resolution.raw,
+            col(MetricSample.at) >= now - within,
+        )
+        .order_by(col(MetricSample.at))
+    )
+    latest: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        latest[row.pod][_series_name(row.metric, row.device)] = round(row.value, 2)
+    return dict(latest)
+
+
+def _series_name(metric: str, device: str) -> str:
+    return f"{metric}[{device}]" if Metric(metric) in PER_DEVICE and device else metric
 
 
 def has_samples(session: Session, workload_id: str, pod: str) -> bool:

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query
 from fastapi.responses import PlainTextResponse
+from sqlmodel import Session
 
 from api.deps import CurrentUser, PathId, RuntimeDep, SessionDep, TemporalDep
 from api.routers.containers import endpoint_public
 from api.workload_routes import CreateContext, KindRoutes, workload_router
+from models.base import utcnow
 from models.clusters import (
     Cluster,
     ClusterCreate,
@@ -20,7 +22,7 @@ from models.clusters import (
     HostfileView,
 )
 from models.workloads import RuntimeEvent
-from services import clusters
+from services import clusters, monitoring
 from services.access import changeable, readable
 from services.kinds import CLUSTER
 from services.workloads import recorded_row, resource_id
@@ -36,6 +38,11 @@ def _extras(row: Cluster) -> dict[str, Any]:
         "hosts": row.hosts,
         "slots": row.slots,
     }
+
+
+def _pods_with_utilisation(session: Session, row: Cluster) -> dict[str, Any]:
+    latest = monitoring.latest_values(session, row.id, utcnow())
+    return {"pods": [pod | {"utilisation": latest.get(str(pod.get("name")), {})} for pod in row.pods]}
 
 
 async def _start(context: CreateContext, body: ClusterCreate) -> Cluster:
@@ -54,11 +61,12 @@ ROUTES = KindRoutes(
     start=_start,
     extras=_extras,
     runtime_holds=lambda row: False,  # its pods speak for it: /pods/{pod}/log and /events
+    detail_extras=_pods_with_utilisation,
     create_description="Create a distributed training cluster (建立分佈式訓練叢集): one launcher and "
     "containers-1 workers of one spec, each pod reserving its own quota. Only a SHA-512 crypt hash of the "
     "password is kept. Send an Idempotency-Key header to make retries safe.",
-    detail_description="Status, launcher and worker counts, the pods with their status and start time, the "
-    "hosts in the hostfile, and the launcher's endpoints.",
+    detail_description="Status, launcher and worker counts, the pods with their status, start time and "
+    "newest utilisation, the hosts in the hostfile, and the launcher's endpoints.",
 )
 router = workload_router(ROUTES)
 

@@ -46,7 +46,10 @@ async def people(api: httpx.AsyncClient, engine: Engine) -> dict[str, Headers]:
     with Session(engine) as session:
         session.add(Container(id="c1", name="notebook", status="running", **common))
         session.add(Job(id="j1", name="train", status="running", command="python train.py", **common))
-        pods = [{"name": "launcher"}, {"name": "worker-00"}]
+        pods = [
+            {"name": name, "role": role, "status": "running", "ready": True}
+            for name, role in (("launcher", "launcher"), ("worker-00", "worker"))
+        ]
         session.add(
             Cluster(id="k1", name="mpi", status="running", type=ClusterType.horovod, pods=pods, **common)
         )
@@ -164,6 +167,18 @@ async def test_a_cluster_pods_series_reach_back_thirty_days(
     assert missing.status_code == 404
     bad_pod = await metrics(api, people["bob"], "/clusters/k1/pods/boss", range="1h")
     assert bad_pod.status_code == 422
+
+
+async def test_a_clusters_pods_show_their_newest_utilisation(
+    api: httpx.AsyncClient, engine: Engine, people: dict[str, Headers]
+) -> None:
+    write_samples(engine, "k1", pod="worker-00", minutes=1)
+    response = await api.get(f"{BASE}/clusters/k1", headers=people["bob"])
+    assert response.status_code == 200, response.text
+    pods = {pod["name"]: pod["utilisation"] for pod in response.json()["pods"]}
+    assert pods["launcher"] == {}  # never sampled: nothing, rather than zeros
+    assert pods["worker-00"]["memory_percent"] == 40.0 and pods["worker-00"]["gpu_percent[1]"] == 20.0
+    assert pods["worker-00"]["vcpu_percent"] == 5.0  # the newest of the rising values
 
 
 async def test_the_chart_is_svg_with_one_path_per_series_in_the_time_zone_asked(
