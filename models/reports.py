@@ -68,6 +68,10 @@ class WorkloadCost(Spending):
     name: str
     owner: str
     spec: str = Field(description="The spec of the workload's latest period in the range")
+    hourly_price: Decimal | None = Field(
+        description="The price its periods were frozen at; null when its runs had different prices "
+        "(group_by=spec shows each)"
+    )
     pods: int = Field(description="Pods that ran in the range: a cluster's launcher and workers; else 1")
 
 

@@ -60,6 +60,7 @@ class _Group:
     microseconds: int = 0
     cost: Decimal = Decimal(0)
     parts: set[str] = field(default_factory=set)  # the pods or workloads it counts
+    prices: set[Decimal] = field(default_factory=set)  # the hourly prices its periods were frozen at
 
 
 GroupKey = tuple[Any, ...]
@@ -109,6 +110,7 @@ def _row(group_by: str, key: GroupKey, group: _Group, projects: dict[str, Projec
             name=period.name,
             owner=period.owner,
             spec=period.spec_name,
+            hourly_price=next(iter(group.prices)) if len(group.prices) == 1 else None,
             pods=len(group.parts),
             **spent,
         )
@@ -156,6 +158,7 @@ def cost_report(
             ):
                 group.microseconds += microseconds
                 group.cost += cost
+                group.prices.add(period.hourly_price)
                 if period.started_at >= group.latest.started_at:
                     group.latest = period
             if grouping in _PARTS:

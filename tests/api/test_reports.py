@@ -151,6 +151,11 @@ async def test_a_price_change_mid_run_keeps_the_running_periods_frozen_price(wor
 
     world_rows = ok(await world.costs("alice", group_by="workload"))["rows"]
     assert [row["workload_id"] for row in world_rows] == ["c1", "c2"]  # most expensive first
+    assert [row["hourly_price"] for row in world_rows] == ["10.00", "15.00"]  # hours x its frozen price
+    # A workload whose runs had different prices names none: group_by=spec shows each.
+    world.period("c2", now - timedelta(minutes=30), 0.25, spec_id=spec.id, hourly_price=Decimal("10"))
+    mixed = ok(await world.costs("alice", group_by="workload"))["rows"]
+    assert {row["workload_id"]: row["hourly_price"] for row in mixed} == {"c1": "10.00", "c2": None}
     with Session(world.engine) as session:
         stored = session.get(UsagePeriod, ("c1", "main", running.started_at))
         assert stored is not None and stored.hourly_price == Decimal("10")  # history is not rewritten
@@ -282,12 +287,13 @@ async def test_costs_as_csv_by_format_and_by_accept_header(world: World) -> None
     header, *rows = parse_csv(response)
     disposition = response.headers["content-disposition"]
     assert disposition == 'attachment; filename="costs-pvision-2026-03-01-2026-04-01.csv"'
-    assert header == ["workload_id", "kind", "name", "owner", "spec", "pods", "hours", "cost", "currency"]
+    labels = ["workload_id", "kind", "name", "owner", "spec", "hourly_price", "pods"]
+    assert header == [*labels, "hours", "cost", "currency"]
     assert rows == [
-        ["c1", "container", "train1", "bob", "gpu-a", "1", "3.0", "30.00", "TWD"],
-        ["c2", "container", "'=cmd", "bob", "gpu-a", "1", "1.0", "0.0125", "USD"],  # never a formula
-        ["total", "", "", "", "", "", "3.0", "30.00", "TWD"],
-        ["total", "", "", "", "", "", "1.0", "0.0125", "USD"],
+        ["c1", "container", "train1", "bob", "gpu-a", "10.00", "1", "3.0", "30.00", "TWD"],
+        ["c2", "container", "'=cmd", "bob", "gpu-a", "0.0125", "1", "1.0", "0.0125", "USD"],  # no formula
+        ["total", "", "", "", "", "", "", "3.0", "30.00", "TWD"],
+        ["total", "", "", "", "", "", "", "1.0", "0.0125", "USD"],
     ]
     assert [row[0] for row in rows[:2]] == [row["workload_id"] for row in as_json["rows"]]
 
