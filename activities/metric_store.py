@@ -14,14 +14,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, delete, func
-from sqlmodel import Session, col, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, SQLModel, col, select
 
-from models.monitoring import MetricSample, MetricSource, PodSample, Resolution
+from models.monitoring import ChartLink, MetricSample, MetricSource, PodSample, Resolution
 
 RAW_KEPT = timedelta(hours=48)
 MINUTES_KEPT = timedelta(days=30)
 # A rollup recomputes a few buckets before its newest one: a sample that arrived late still counts.
 REVISIT_BUCKETS = 3
+# Rows per statement: SQLite allows 32,766 bound values, and a sample row has 11.
+UPSERT_BATCH = 2000
 ROLLUP_SOURCE = {Resolution.minute: Resolution.raw, Resolution.hour: Resolution.minute}
 
 
@@ -30,41 +34,44 @@ def bucket_start(at: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
+def upsert(session: Session, table: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """Insert rows, or overwrite the ones whose primary key exists: one statement, on both backends."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    keys = [column.name for column in table.__table__.primary_key]  # type: ignore[attr-defined]
+    # PostgreSQL refuses a statement that would update one row twice: the last of duplicates wins.
+    rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
+    for start in range(0, len(rows), UPSERT_BATCH):
+        statement = insert(table).values(rows[start : start + UPSERT_BATCH])
+        updates = {name: statement.excluded[name] for name in rows[0] if name not in keys}
+        session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+
+
 def store_samples(engine: Engine, sampler: str, samples: Iterable[PodSample]) -> int:
     """Write raw samples and each pod's source row; returns how many values were written."""
-    written = 0
+    values: list[dict[str, Any]] = []
+    sources: dict[tuple[str, str], dict[str, Any]] = {}
+    for sample in samples:
+        pod = {"workload_id": sample.workload_id, "pod": sample.pod}
+        owner = {"kind": sample.kind, "project_id": sample.project_id}
+        values += [
+            pod | owner | {
+                "metric": value.metric.value, "device": value.device, "resolution": Resolution.raw.value,
+                "at": sample.at, "value": value.value, "peak": value.value, "count": 1,
+            }
+            for value in sample.values
+        ]  # fmt: skip
+        unavailable = {metric.value: reason for metric, reason in sample.unavailable.items()}
+        sources[(sample.workload_id, sample.pod)] = pod | owner | {
+            "sampler": sampler, "sampled_at": sample.at, "unavailable": unavailable
+        }  # fmt: skip
     with Session(engine) as session:
-        for sample in samples:
-            for value in sample.values:
-                session.merge(
-                    MetricSample(
-                        workload_id=sample.workload_id,
-                        pod=sample.pod,
-                        metric=value.metric.value,
-                        device=value.device,
-                        resolution=Resolution.raw,
-                        at=sample.at,
-                        kind=sample.kind,
-                        project_id=sample.project_id,
-                        value=value.value,
-                        peak=value.value,
-                        count=1,
-                    )
-                )
-                written += 1
-            session.merge(
-                MetricSource(
-                    workload_id=sample.workload_id,
-                    pod=sample.pod,
-                    kind=sample.kind,
-                    project_id=sample.project_id,
-                    sampler=sampler,
-                    sampled_at=sample.at,
-                    unavailable={metric.value: reason for metric, reason in sample.unavailable.items()},
-                )
-            )
+        upsert(session, MetricSample, values)
+        upsert(session, MetricSource, list(sources.values()))
         session.commit()
-    return written
+    return len(values)
 
 
 @dataclass
@@ -111,28 +118,22 @@ def roll_up(engine: Engine, target: Resolution, now: datetime) -> int:
             bucket.total += row.value * row.count
             bucket.peak = max(bucket.peak, row.peak)
             bucket.count += row.count
-        for (workload_id, pod, metric, device, at), bucket in buckets.items():
-            session.merge(
-                MetricSample(
-                    workload_id=workload_id,
-                    pod=pod,
-                    metric=metric,
-                    device=device,
-                    resolution=target,
-                    at=at,
-                    kind=bucket.kind,
-                    project_id=bucket.project_id,
-                    value=bucket.total / bucket.count,
-                    peak=bucket.peak,
-                    count=bucket.count,
-                )
-            )
+        rolled = [
+            {
+                "workload_id": workload_id, "pod": pod, "metric": metric, "device": device,
+                "resolution": target.value, "at": at, "kind": bucket.kind, "project_id": bucket.project_id,
+                "value": bucket.total / bucket.count, "peak": bucket.peak, "count": bucket.count,
+            }
+            for (workload_id, pod, metric, device, at), bucket in buckets.items()
+        ]  # fmt: skip
+        upsert(session, MetricSample, rolled)
         session.commit()
     return len(buckets)
 
 
 def prune(engine: Engine, now: datetime) -> int:
-    """Delete raw samples older than 48 h and 1-minute rollups older than 30 days; hourly ones are kept."""
+    """Delete raw samples older than 48 h and 1-minute rollups older than 30 days (hourly ones are kept);
+    returns how many samples went. Expired chart links go too."""
     removed = 0
     with Session(engine) as session:
         for resolution, kept in ((Resolution.raw, RAW_KEPT), (Resolution.minute, MINUTES_KEPT)):
@@ -145,6 +146,7 @@ def prune(engine: Engine, now: datetime) -> int:
                 ),
             )
             removed += result.rowcount or 0
+        session.execute(delete(ChartLink).where(col(ChartLink.expires_at) < now))
         session.commit()
     return removed
 

@@ -84,6 +84,18 @@ class MetricSource(SQLModel, table=True):
     unavailable: dict[str, str] = Field(default_factory=dict, sa_type=JSON)  # metric -> reason
 
 
+class ChartLink(SQLModel, table=True):
+    """A link that opens one chart in a browser without a bearer header, for a short while; only its
+    SHA-256 is kept, like an API token's."""
+
+    __tablename__ = "chart_link"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(foreign_key="user.id", ondelete="CASCADE", index=True, max_length=32)
+    path: str = Field(max_length=512)  # the one chart it opens
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 # ---- what a sampler hands the store -----------------------------------------------------------------
 
 
@@ -112,6 +124,11 @@ class Series(BaseModel):
     name: str  # the metric; per-GPU series with the pod's GPU index: gpu_percent[0]
     unit: str
     points: list[tuple[datetime, float]]
+
+
+class ChartLinkAnswer(BaseModel):
+    url: str  # open it in a browser: no sign-in needed until it expires
+    expires_at: datetime
 
 
 class SeriesAnswer(BaseModel):

@@ -9,7 +9,7 @@ from models.job_templates import JobTemplate
 from models.jobs import Job, JobLog
 from models.keys import SshKey
 from models.mail import MailRecord
-from models.monitoring import MetricSample, MetricSource
+from models.monitoring import ChartLink, MetricSample, MetricSource
 from models.projects import ApplicationRecord, Project, ProjectMember
 from models.schedules import Schedule, ScheduleRun
 from models.transfers import Transfer
@@ -20,6 +20,7 @@ from models.volumes import StorageIdentity, StorageSettings, Volume
 __all__ = [
     "ApiToken",
     "ApplicationRecord",
+    "ChartLink",
     "Cluster",
     "Container",
     "CustomImage",

@@ -56,6 +56,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_metric_source_project_id"), ["project_id"], unique=False)
 
     op.create_table(
+        "chart_link",
+        sa.Column("token_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("user_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("path", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=False),
+        sa.Column("expires_at", models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["user.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("token_hash"),
+    )
+    with op.batch_alter_table("chart_link", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_chart_link_expires_at"), ["expires_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_chart_link_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
         "usage_period",
         sa.Column("workload_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("pod", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -90,6 +103,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_usage_period_open")
 
     op.drop_table("usage_period")
+    with op.batch_alter_table("chart_link", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_chart_link_user_id"))
+        batch_op.drop_index(batch_op.f("ix_chart_link_expires_at"))
+
+    op.drop_table("chart_link")
     with op.batch_alter_table("metric_source", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_metric_source_project_id"))
 

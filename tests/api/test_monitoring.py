@@ -11,16 +11,16 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from activities.metric_store import bucket_start, store_samples
+from activities.metric_store import bucket_start, prune, store_samples
 from models.accounts import PlatformRole
 from models.base import utcnow
 from models.clusters import Cluster, ClusterType
 from models.containers import Container
 from models.jobs import Job
 from models.lifecycle import MemberRole
-from models.monitoring import Metric, MetricSample, MetricValue, PodSample, Resolution
+from models.monitoring import ChartLink, Metric, MetricSample, MetricValue, PodSample, Resolution
 from tests.api.test_reports import add_project
 from tests.conftest import make_user, sign_in
 
@@ -200,6 +200,40 @@ async def test_the_chart_is_svg_with_one_path_per_series_in_the_time_zone_asked(
         f"{BASE}/containers/c1/metrics.svg", headers=people["bob"], params={"tz": "Mars/Olympus"}
     )
     assert bad_zone.status_code == 422 and "tz" in bad_zone.text
+
+
+async def test_a_chart_link_opens_that_chart_alone_without_signing_in_until_it_expires(
+    api: httpx.AsyncClient, engine: Engine, people: dict[str, Headers]
+) -> None:
+    write_samples(engine, "c1", minutes=2)
+    made = await api.post(
+        f"{BASE}/containers/c1/metrics.svg/link", headers=people["bob"], params={"range": "2h", "tz": "UTC"}
+    )
+    assert made.status_code == 201, made.text
+    url = httpx.URL(made.json()["url"])
+    assert url.path == f"{BASE}/containers/c1/metrics.svg" and url.params["range"] == "2h"
+    opened = await api.get(url.path, params=url.params)  # no Authorization header: a browser
+    assert opened.status_code == 200 and opened.headers["content-type"].startswith("image/svg+xml")
+    assert len(ET.fromstring(opened.text).findall(f".//{SVG_NS}path")) == 5
+    # Another range of the same chart opens too; the link opens nothing else.
+    assert (await api.get(url.path, params={"range": "6h", "link": url.params["link"]})).status_code == 200
+    for other in (f"{BASE}/containers/c1/metrics", f"{BASE}/jobs/j1/metrics.svg"):
+        refused = await api.get(other, params={"link": url.params["link"]})
+        assert refused.status_code == 401, (other, refused.text)
+    assert (await api.get(url.path, params={"link": "mlcp_forged"})).status_code == 401
+    # A member who may not see the container may not make a link to it either.
+    carol = await api.post(f"{BASE}/containers/c1/metrics.svg/link", headers=people["carol"])
+    assert carol.status_code == 404
+    with Session(engine) as session:
+        for row in session.exec(select(ChartLink)):
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            session.add(row)
+        session.commit()
+    expired = await api.get(url.path, params=url.params)
+    assert expired.status_code == 401 and "expired" in expired.text
+    prune(engine, utcnow())
+    with Session(engine) as session:
+        assert session.exec(select(ChartLink)).all() == []
 
 
 async def test_only_the_owner_and_the_projects_admins_may_look(

@@ -357,9 +357,9 @@ TABLE = [
     ),
     Row("GET", P + "/jobs/{resource_id}/log", OWNERS_READ, shared={"resource_id": "job"}),
     *(
-        Row("GET", f"{P}/{plural}/{{resource_id}}/{what}", OWNERS_READ, shared={"resource_id": kind})
+        Row(method, f"{P}/{plural}/{{resource_id}}/{what}", OWNERS_READ, shared={"resource_id": kind})
         for kind, plural in (("container", "containers"), ("job", "jobs"))
-        for what in ("metrics", "metrics.svg")
+        for method, what in (("GET", "metrics"), ("GET", "metrics.svg"), ("POST", "metrics.svg/link"))
     ),
     Row("GET", P + "/gpu-usage", PROJECT_VISIBLE),
     Row("GET", P + "/costs", PROJECT_VISIBLE),
@@ -375,12 +375,15 @@ TABLE = [
     Row("GET", P + "/clusters/{resource_id}/hostfile", OWNERS_READ, shared={"resource_id": "cluster"}),
     *(
         Row(
-            "GET",
+            method,
             P + f"/clusters/{{resource_id}}/pods/{{pod}}/{what}",
             OWNERS_READ,
             shared={"resource_id": "cluster_pods", "pod": "pod"},
         )
-        for what in ("log", "events", "metrics", "metrics.svg")
+        for method, what in (
+            *(("GET", what) for what in ("log", "events", "metrics", "metrics.svg")),
+            ("POST", "metrics.svg/link"),
+        )
     ),
     Row("GET", "/api/v1/images/public", SIGNED_IN),
     Row("POST", "/api/v1/images/public", PLATFORM_ADMINS, public_image_body),
