@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -33,8 +32,9 @@ from models.clusters import Cluster
 from models.monitoring import MAIN_POD, ChartLink, ChartLinkAnswer, SeriesAnswer
 from services import charts, monitoring
 from services.access import readable
-from services.errors import invalid, not_found
+from services.errors import not_found
 from services.kinds import WorkloadKind
+from services.usage_periods import time_zone
 
 CHART_LINK_LIFETIME = timedelta(minutes=30)
 SVG = "image/svg+xml"
@@ -73,13 +73,6 @@ def _workload_target(project_id: PathId, resource_id: PathId) -> Target:
 
 def _pod_target(project_id: PathId, resource_id: PathId, pod: PodName) -> Target:
     return Target(project_id, resource_id, pod)
-
-
-def time_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise invalid("tz", f"{name!r} is not an IANA time zone (e.g. Asia/Taipei, UTC)") from exc
 
 
 def chart_viewer(

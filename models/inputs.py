@@ -14,6 +14,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -138,3 +139,11 @@ ImageReference = Annotated[
     ),
     AfterValidator(check_image_reference),
 ]
+
+
+def zone(name: str) -> ZoneInfo:
+    """An IANA time zone by name; a ValueError saying so otherwise."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone such as Asia/Taipei or UTC") from exc

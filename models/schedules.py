@@ -8,7 +8,6 @@ and edits; Temporal holds the timing, the pause state and the recent and next ru
 from __future__ import annotations
 
 import re
-import zoneinfo
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -19,7 +18,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import Page, UTCDateTime, new_id, utcnow
-from models.inputs import Multiline, RequestModel
+from models.inputs import Multiline, RequestModel, zone
 from models.jobs import JobInput, JobPublic
 
 # Job names are at most 40 characters; a schedule's name leaves room for the run number.
@@ -169,10 +168,7 @@ Trigger = Annotated[
 
 
 def check_time_zone(name: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"{name!r} is not an IANA time zone such as Asia/Taipei") from exc
+    zone(name)
     return name
 
 
