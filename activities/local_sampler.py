@@ -9,7 +9,9 @@ shared host network, so they are said to be unavailable rather than shown as zer
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import psutil
 from activities.counter_rates import CounterRates
 from activities.gpu_metrics import GpuProbe, GpuReading, GpuUnavailable
 from activities.local_folder import LaunchRecord, WorkloadFolder
-from activities.local_supervisor import PID_FILE, group_members
+from activities.local_supervisor import PID_FILE, PROC, group_members, process_info
 from models.base import utcnow
 from models.monitoring import MAIN_POD, Metric, MetricValue, PodSample
 from models.workloads import WorkloadSpec
@@ -40,9 +42,24 @@ class _Usage:
     pids: frozenset[int]
 
 
-def _group_usage(process_group: int) -> _Usage:
+def process_groups() -> dict[int, list[int]]:
+    """Every running process by its process group, in one pass over the process table (a round looks up
+    many groups; one listing each would read the whole table again for every workload)."""
+    if not PROC.is_dir():
+        return {}
+    groups: dict[int, list[int]] = defaultdict(list)
+    for entry in os.scandir(PROC):
+        if entry.name.isdigit():
+            info = process_info(int(entry.name))
+            if info is not None and not info.ended:
+                groups[info.process_group].append(int(entry.name))
+    return groups
+
+
+def _group_usage(process_group: int, groups: dict[int, list[int]]) -> _Usage:
     cpu, rss, pids = 0.0, 0, set()
-    for pid in group_members(process_group):
+    members = groups.get(process_group) if groups else group_members(process_group)
+    for pid in members or []:
         try:
             process = psutil.Process(pid)
             with process.oneshot():
@@ -78,8 +95,10 @@ class LocalSampler:
                 continue
             workloads.append((folder.path, launch, spec))
         gpu_readings, gpu_reason = self._read_gpus() if any(w[1].gpus for w in workloads) else ([], "")
+        groups = process_groups() if workloads else {}
         samples = [
-            self._sample_one(path, launch, spec, gpu_readings, gpu_reason) for path, launch, spec in workloads
+            self._sample_one(path, launch, spec, gpu_readings, gpu_reason, groups)
+            for path, launch, spec in workloads
         ]
         self._rates.keep_only(path for path, _, _ in workloads)
         return samples
@@ -91,9 +110,15 @@ class LocalSampler:
             return [], str(exc)
 
     def _sample_one(
-        self, path: Path, launch: LaunchRecord, spec: WorkloadSpec, gpus: list[GpuReading], gpu_reason: str
+        self,
+        path: Path,
+        launch: LaunchRecord,
+        spec: WorkloadSpec,
+        gpus: list[GpuReading],
+        gpu_reason: str,
+        groups: dict[int, list[int]],
     ) -> PodSample:
-        usage = _group_usage(launch.pid)
+        usage = _group_usage(launch.pid, groups)
         resources = spec.main.resources
         values = [
             MetricValue(metric=Metric.memory_percent, value=100 * usage.rss_bytes / (resources.ram_gb * GIB))

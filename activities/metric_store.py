@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, delete, func
+from sqlalchemy import CursorResult, Engine, Table, delete, func
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, col, select
@@ -24,9 +24,10 @@ RAW_KEPT = timedelta(hours=48)
 MINUTES_KEPT = timedelta(days=30)
 # A rollup recomputes a few buckets before its newest one: a sample that arrived late still counts.
 REVISIT_BUCKETS = 3
-# Rows per statement: SQLite allows 32,766 bound values, and a sample row has 11.
-UPSERT_BATCH = 2000
 ROLLUP_SOURCE = {Resolution.minute: Resolution.raw, Resolution.hour: Resolution.minute}
+
+
+SAMPLES: Table = MetricSample.__table__  # type: ignore[attr-defined]
 
 
 def bucket_start(at: datetime, seconds: int) -> datetime:
@@ -35,18 +36,18 @@ def bucket_start(at: datetime, seconds: int) -> datetime:
 
 
 def upsert(session: Session, table: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """Insert rows, or overwrite the ones whose primary key exists: one statement, on both backends."""
+    """Insert rows, or overwrite the ones whose primary key exists: one statement executed for many rows
+    (the driver batches them), on both backends."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    keys = [column.name for column in table.__table__.primary_key]  # type: ignore[attr-defined]
+    core: Table = table.__table__  # type: ignore[attr-defined]
+    keys = [column.name for column in core.primary_key]
     # PostgreSQL refuses a statement that would update one row twice: the last of duplicates wins.
     rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
-    for start in range(0, len(rows), UPSERT_BATCH):
-        statement = insert(table).values(rows[start : start + UPSERT_BATCH])
-        updates = {name: statement.excluded[name] for name in rows[0] if name not in keys}
-        session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(core)
+    updates = {name: statement.excluded[name] for name in rows[0] if name not in keys}
+    session.connection().execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
 
 def store_samples(engine: Engine, sampler: str, samples: Iterable[PodSample]) -> int:
@@ -103,21 +104,20 @@ def roll_up(engine: Engine, target: Resolution, now: datetime) -> int:
             since = _utc(newest) - timedelta(seconds=seconds * REVISIT_BUCKETS)
         if since >= until:
             return 0
-        rows = session.exec(
-            select(MetricSample).where(
-                MetricSample.resolution == source,
-                col(MetricSample.at) >= since,
-                col(MetricSample.at) < until,
+        # Plain rows, not ORM objects: a catch-up reads days of samples.
+        rows = session.connection().execute(
+            SAMPLES.select().where(
+                SAMPLES.c.resolution == source, SAMPLES.c.at >= since, SAMPLES.c.at < until
             )
         )
         buckets: dict[tuple[str, str, str, str, datetime], _Bucket] = defaultdict(lambda: _Bucket("", ""))
-        for row in rows:
-            key = (row.workload_id, row.pod, row.metric, row.device, bucket_start(_utc(row.at), seconds))
-            bucket = buckets[key]
-            bucket.kind, bucket.project_id = row.kind, row.project_id
-            bucket.total += row.value * row.count
-            bucket.peak = max(bucket.peak, row.peak)
-            bucket.count += row.count
+        for row in rows.mappings():
+            at = bucket_start(_utc(row["at"]), seconds)
+            bucket = buckets[(row["workload_id"], row["pod"], row["metric"], row["device"], at)]
+            bucket.kind, bucket.project_id = row["kind"], row["project_id"]
+            bucket.total += row["value"] * row["count"]
+            bucket.peak = max(bucket.peak, row["peak"])
+            bucket.count += row["count"]
         rolled = [
             {
                 "workload_id": workload_id, "pod": pod, "metric": metric, "device": device,

@@ -11,10 +11,11 @@ import re
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlalchemy import RowMapping, func, select
+from sqlmodel import Session, col
+from sqlmodel import select as select_models
 
-from activities.metric_store import bucket_start
+from activities.metric_store import SAMPLES, bucket_start
 from models.monitoring import (
     PER_DEVICE,
     UNITS,
@@ -59,9 +60,9 @@ def series_of(session: Session, workload_id: str, pod: str, span: timedelta, now
         lambda: defaultdict(lambda: [0, 0])
     )
     for row in rows:
-        bucket = buckets[(row.metric, row.device)][bucket_start(row.at, step)]
-        bucket[0] += row.value * row.count
-        bucket[1] += row.count
+        bucket = buckets[(row["metric"], row["device"])][bucket_start(row["at"], step)]
+        bucket[0] += row["value"] * row["count"]
+        bucket[1] += row["count"]
     series = []
     order = list(Metric)
     for metric, device in sorted(buckets, key=lambda key: (order.index(Metric(key[0])), key[1])):
@@ -82,39 +83,43 @@ def series_of(session: Session, workload_id: str, pod: str, span: timedelta, now
 
 def _rows(
     session: Session, workload_id: str, pod: str, start: datetime, end: datetime, step: int
-) -> list[MetricSample]:
-    """The coarsest rows that fit the step for as far as they reach, finer ones after."""
-    mine = (col(MetricSample.workload_id) == workload_id, col(MetricSample.pod) == pod)
-    rows: list[MetricSample] = []
+) -> list[RowMapping]:
+    """The coarsest rows that fit the step for as far as they reach, finer ones after (plain rows, not ORM
+    objects: a day of raw samples is thousands)."""
+    mine = (SAMPLES.c.workload_id == workload_id, SAMPLES.c.pod == pod)
+    connection = session.connection()
+    rows: list[RowMapping] = []
     since = start
     for resolution in (Resolution.hour, Resolution.minute):
         if resolution > step:
             continue
-        newest = session.exec(
-            select(func.max(MetricSample.at)).where(*mine, MetricSample.resolution == resolution)
-        ).one()
+        newest = connection.execute(
+            select(func.max(SAMPLES.c.at)).where(*mine, SAMPLES.c.resolution == resolution)
+        ).scalar()
         if newest is None:
             continue
         reach = bucket_start(newest, int(resolution)) + timedelta(seconds=int(resolution))
         if reach <= since:
             continue
-        rows += session.exec(
-            select(MetricSample).where(
-                *mine,
-                MetricSample.resolution == resolution,
-                col(MetricSample.at) >= since,
-                col(MetricSample.at) < reach,
+        rows += (
+            connection.execute(
+                SAMPLES.select().where(
+                    *mine, SAMPLES.c.resolution == resolution, SAMPLES.c.at >= since, SAMPLES.c.at < reach
+                )
             )
-        ).all()
-        since = reach
-    rows += session.exec(
-        select(MetricSample).where(
-            *mine,
-            MetricSample.resolution == Resolution.raw,
-            col(MetricSample.at) >= since,
-            col(MetricSample.at) <= end,
+            .mappings()
+            .all()
         )
-    ).all()
+        since = reach
+    rows += (
+        connection.execute(
+            SAMPLES.select().where(
+                *mine, SAMPLES.c.resolution == Resolution.raw, SAMPLES.c.at >= since, SAMPLES.c.at <= end
+            )
+        )
+        .mappings()
+        .all()
+    )
     return rows
 
 
@@ -132,7 +137,7 @@ def latest_values(
     """Each pod's newest raw value per series from the last `within` (a pod list's utilisation columns);
     a pod or a series with no recent sample is left out, not shown as zero."""
     rows = session.exec(
-        select(MetricSample)
+        select_models(MetricSample)
         .where(
             MetricSample.workload_id == workload_id,
             MetricSample.resolution == Resolution.raw,
