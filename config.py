@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from models.inputs import check_time_zone
 
 
 class Settings(BaseSettings):
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
         description="Kubernetes: a Prometheus with DCGM-exporter and cAdvisor series, which the worker reads "
         "instead of running the node agent; empty: the node agent (deploy/kubernetes/agent.yaml) samples.",
     )
-    display_time_zone: str = Field(
+    display_time_zone: Annotated[str, AfterValidator(check_time_zone)] = Field(
         "UTC", description="Charts' time zone when a request names none (an IANA name, e.g. Asia/Taipei)."
     )
     cluster_max_hours: float = Field(

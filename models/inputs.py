@@ -147,3 +147,9 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"{name!r} is not an IANA time zone such as Asia/Taipei or UTC") from exc
+
+
+def check_time_zone(name: str) -> str:
+    """For fields holding a time zone's name: the name, once it names one."""
+    zone(name)
+    return name

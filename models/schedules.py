@@ -18,7 +18,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import Page, UTCDateTime, new_id, utcnow
-from models.inputs import Multiline, RequestModel, zone
+from models.inputs import Multiline, RequestModel, check_time_zone
 from models.jobs import JobInput, JobPublic
 
 # Job names are at most 40 characters; a schedule's name leaves room for the run number.
@@ -165,11 +165,6 @@ Trigger = Annotated[
     MonthlyTrigger | WeeklyTrigger | DailyTrigger | HoursTrigger | MinutesTrigger | CronTrigger,
     Field(discriminator="kind"),
 ]
-
-
-def check_time_zone(name: str) -> str:
-    zone(name)
-    return name
 
 
 # ---- API schemas ---------------------------------------------------------------------------------
