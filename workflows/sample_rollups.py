@@ -66,7 +66,7 @@ class SampleRollupWorkflow:
         return RollupResult(written[Resolution.minute], written[Resolution.hour], pruned)
 
 
-async def ensure_rollup_schedule(client: Client, task_queue: str) -> bool:
+async def ensure_rollup_schedule(client: Client, task_queue: str, schedule_id: str = SCHEDULE_ID) -> bool:
     """The schedule, created once (by whichever worker starts first); True when this call created it."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
@@ -77,7 +77,7 @@ async def ensure_rollup_schedule(client: Client, task_queue: str) -> bool:
         policy=SchedulePolicy(),
     )
     try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
         return False
     return True

@@ -119,12 +119,13 @@ async def test_rollups_average_by_sample_count_repeat_harmlessly_and_prune_by_ag
 
 
 async def test_the_schedule_is_made_once(dev_server_env: WorkflowEnvironment) -> None:
-    # The time-skipping server has no schedules: the real dev server does.
-    client = dev_server_env.client
-    assert await ensure_rollup_schedule(client, QUEUE)
+    # The time-skipping server has no schedules: the real dev server does, shared with the tests whose
+    # workers made the platform's own; this one has an ID of its own.
+    client, schedule_id = dev_server_env.client, f"{SCHEDULE_ID}-{uuid.uuid4().hex[:6]}"
+    assert await ensure_rollup_schedule(client, QUEUE, schedule_id)
     try:
-        assert not await ensure_rollup_schedule(client, QUEUE)  # a second worker, or a restart
-        description = await client.get_schedule_handle(SCHEDULE_ID).describe()
+        assert not await ensure_rollup_schedule(client, QUEUE, schedule_id)  # a second worker, or a restart
+        description = await client.get_schedule_handle(schedule_id).describe()
         assert description.schedule.spec.intervals[0].every == timedelta(minutes=5)
     finally:
-        await client.get_schedule_handle(SCHEDULE_ID).delete()
+        await client.get_schedule_handle(schedule_id).delete()
