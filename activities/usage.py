@@ -20,6 +20,8 @@ from models.workload_lifecycle import WorkloadLifecycleState
 
 
 def record_usage(session: Session, state: WorkloadLifecycleState, as_of: datetime) -> None:
+    if state.spec_id is None:
+        return  # not run on a catalog spec (the transfer service): nothing to price, nothing to bill
     periods = state.run_periods()
     listed = {(period.pod, period.started_at) for period in periods}
     open_rows = session.exec(
@@ -33,8 +35,7 @@ def record_usage(session: Session, state: WorkloadLifecycleState, as_of: datetim
     for period in periods:
         row = session.get(UsagePeriod, (state.id, period.pod, period.started_at))
         if row is None:
-            if spec is None and state.spec_id is not None:
-                spec = session.get(Spec, state.spec_id)
+            spec = spec or session.get(Spec, state.spec_id)
             row = UsagePeriod(
                 workload_id=state.id,
                 pod=period.pod,

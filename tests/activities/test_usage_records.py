@@ -195,6 +195,14 @@ def test_each_cluster_pod_has_its_periods_and_a_lost_or_removed_pod_closes_its_o
     assert {p.stopped_at for p in periods(engine, "k1") if p.pod == "launcher"} == {gone_at}
 
 
+def test_a_workload_on_no_catalog_spec_is_not_billed(engine: Engine) -> None:
+    owner = set_up(engine)
+    ContainerRecords(engine).record_container(
+        container(owner, spec_id=None, status=ContainerStatus.running, run_started_at=T0, version=1)
+    )
+    assert periods(engine, "c1") == []
+
+
 def test_a_projects_deletion_closes_what_still_ran(engine: Engine) -> None:
     owner = set_up(engine)
     ContainerRecords(engine).record_container(
