@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import AdminUser, CurrentUser, PathId, SessionDep
+from api.deps import AdminUser, CurrentUser, PathId, SessionDep, SettingsDep
 from models.base import utcnow
 from models.reports import (
     CostGrouping,
@@ -48,7 +48,10 @@ Member = Annotated[
         max_length=32, description="A member's username; members may ask only for themselves (the default)"
     ),
 ]
-TimeZone = Annotated[str, Query(max_length=64, description="IANA time zone that days are cut in")]
+TimeZone = Annotated[
+    str | None,
+    Query(max_length=64, description="IANA time zone that days are cut in; default MLCP_DISPLAY_TIME_ZONE"),
+]
 Format = Annotated[
     ReportFormat | None,
     Query(alias="format", description="json or csv; without it, the Accept header decides (text/csv → csv)"),
@@ -132,17 +135,18 @@ def read_project_costs(
     project_id: PathId,
     user: CurrentUser,
     session: SessionDep,
+    settings: SettingsDep,
     start: From = None,
     end: To = None,
     group_by: Annotated[CostGrouping, Query(description="How rows are grouped")] = CostGrouping.workload,
     member: Member = None,
-    tz: TimeZone = "UTC",
+    tz: TimeZone = None,
     format_: Format = None,
     accept: Accept = None,
 ) -> CostReport | Response:
     _, members = visible_project(session, project_id, user)
     now = utcnow()
-    window, zone = report_range(start, end, now), time_zone(tz)
+    window, zone = report_range(start, end, now), time_zone(tz or settings.display_time_zone)
     owner = report_owner(session, project_id, members, user, member)
     report = cost_report(session, window, now, group_by, zone, project_id=project_id, owner=owner)
     return _costs_answer(report, wants_csv(format_, accept), project_id, zone)
@@ -158,16 +162,17 @@ def read_project_costs(
 def read_platform_costs(
     _: AdminUser,
     session: SessionDep,
+    settings: SettingsDep,
     start: From = None,
     end: To = None,
     group_by: Annotated[
         PlatformCostGrouping, Query(description="How rows are grouped")
     ] = PlatformCostGrouping.project,
-    tz: TimeZone = "UTC",
+    tz: TimeZone = None,
     format_: Format = None,
     accept: Accept = None,
 ) -> CostReport | Response:
     now = utcnow()
-    window, zone = report_range(start, end, now), time_zone(tz)
+    window, zone = report_range(start, end, now), time_zone(tz or settings.display_time_zone)
     report = cost_report(session, window, now, group_by, zone, project_id=None, owner=None)
     return _costs_answer(report, wants_csv(format_, accept), "all", zone)
