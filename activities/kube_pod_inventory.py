@@ -17,8 +17,8 @@ from activities.kube_commits import KIND as COMMIT_KIND
 from activities.kube_manifests import GPU_RESOURCE, LABEL_MANAGED_BY, MANAGED_BY
 from activities.runtime import LABEL_KIND, LABEL_PROJECT, LABEL_RESOURCE_ID, namespace_name
 from models.monitoring import MAIN_POD
+from models.volumes import GIB
 
-GIB = 2**30
 # Image commits run as mlcp Jobs too, but belong to an image, not to a workload anyone monitors.
 WORKLOAD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KIND},{LABEL_KIND}!={COMMIT_KIND}"
 _NAMESPACE_PREFIX = namespace_name("")
@@ -29,7 +29,6 @@ _PAGE = 500
 REQUEST_TIMEOUT = 30.0  # seconds
 
 # Why a pod has no percentage, whichever sampler read it: there is nothing requested to measure against.
-NO_GPU = "the pod holds no GPU"
 NO_CPU_REQUEST = "the pod requests no CPU, so there is nothing to measure against"
 NO_MEMORY_REQUEST = "the pod requests no memory, so there is nothing to measure against"
 

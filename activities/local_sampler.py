@@ -23,13 +23,12 @@ from activities.gpu_metrics import GpuProbe, GpuReading, GpuUnavailable
 from activities.local_folder import LaunchRecord, WorkloadFolder
 from activities.local_supervisor import PID_FILE, PROC, group_members, process_info
 from models.base import utcnow
-from models.monitoring import MAIN_POD, Metric, MetricValue, PodSample
+from models.monitoring import MAIN_POD, NO_GPU, Metric, MetricValue, PodSample
+from models.volumes import GIB
 from models.workloads import WorkloadSpec
 
 logger = logging.getLogger(__name__)
 
-GIB = 1024**3
-NO_GPU = "the pod holds no GPU"
 SHARED_NETWORK = (
     "the local runtime's processes share the host's network, which has no per-process byte counters"
 )

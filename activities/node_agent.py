@@ -20,15 +20,14 @@ from pathlib import Path
 from activities.counter_rates import CounterRates
 from activities.gpu_metrics import GpuProbe, GpuReading, GpuUnavailable, NvmlProbe
 from activities.kube_pod_inventory import (
-    GIB,
     NO_CPU_REQUEST,
-    NO_GPU,
     NO_MEMORY_REQUEST,
     WorkloadPod,
     list_workload_pods,
 )
 from activities.sampling import sample_forever
-from models.monitoring import SAMPLE_INTERVAL_SECONDS, Metric, MetricValue, PodSample
+from models.monitoring import NO_GPU, SAMPLE_INTERVAL_SECONDS, Metric, MetricValue, PodSample
+from models.volumes import GIB
 
 logger = logging.getLogger(__name__)
 

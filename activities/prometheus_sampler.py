@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 
-from activities.kube_pod_inventory import GIB, NO_CPU_REQUEST, NO_GPU, NO_MEMORY_REQUEST, WorkloadPod
-from models.monitoring import Metric, MetricValue, PodSample
+from activities.kube_pod_inventory import NO_CPU_REQUEST, NO_MEMORY_REQUEST, WorkloadPod
+from models.monitoring import NO_GPU, Metric, MetricValue, PodSample
+from models.volumes import GIB
 
 NO_DCGM = "DCGM-exporter has no series for this pod (is dcgm-exporter installed, with pod labels?)"
 NO_CADVISOR = "cAdvisor has no series for this pod (a new pod has none until scraped twice)"

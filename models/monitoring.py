@@ -20,6 +20,7 @@ from sqlmodel import Field, SQLModel
 from models.base import UTCDateTime
 
 SAMPLE_INTERVAL_SECONDS = 10
+NO_GPU = "the pod holds no GPU"  # the reason its GPU series are absent, whoever samples it
 MAIN_POD = "main"  # a container's or a job's one pod; a cluster's pods are named launcher, worker-NN
 
 

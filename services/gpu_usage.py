@@ -14,16 +14,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from models.monitoring import Metric, MetricSample, Resolution
+from activities.metric_store import bucket_start
+from models.monitoring import NO_GPU, Metric, MetricSample, Resolution
 from models.reports import GpuUsageReport, GpuUsageRow, UsageKind
 from services.usage_periods import HOUR, ReportRange, Run, as_hours, runs_in
 from services.workloads import Owner
 
-NO_GPU = "the pod holds no GPU"
 NO_SAMPLES = "no GPU samples in this range"
 UTILISATION_PLACES = 1
 CLUSTER_KIND = UsageKind.cluster.value
@@ -51,11 +51,6 @@ class _Average:
         return round(self.weighted / self.weight, UTILISATION_PLACES) if self.weight > 0 else None
 
 
-def _floor(at: datetime, seconds: int) -> datetime:
-    epoch = int(at.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
-
-
 def _span(sample: _Sample) -> timedelta:
     return timedelta(seconds=max(sample.resolution, 1))
 
@@ -71,13 +66,15 @@ def _series_average(samples: Iterable[_Sample], window: ReportRange, average: _A
         return window.start <= sample.at and sample.at + _span(sample) <= window.end
 
     whole_hours = {s.at for s in hours if whole(s)}
-    whole_minutes = {s.at for s in minutes if whole(s) and _floor(s.at, Resolution.hour) not in whole_hours}
+    whole_minutes = {
+        s.at for s in minutes if whole(s) and bucket_start(s.at, Resolution.hour) not in whole_hours
+    }
     finer: list[_Sample] = [
         s
         for s in raw
         if window.start <= s.at < window.end
-        and _floor(s.at, Resolution.hour) not in whole_hours
-        and _floor(s.at, Resolution.minute) not in whole_minutes
+        and bucket_start(s.at, Resolution.hour) not in whole_hours
+        and bucket_start(s.at, Resolution.minute) not in whole_minutes
     ]
     for sample in finer:
         average.add(sample.value, sample.count)

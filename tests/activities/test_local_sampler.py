@@ -14,11 +14,11 @@ import pytest
 from activities.gpu_metrics import GpuProcess, GpuReading, GpuUnavailable, NvmlProbe
 from activities.local import LocalRuntime, is_running
 from activities.local_folder import LaunchRecord, WorkloadFolder
-from activities.local_sampler import NO_GPU, SHARED_NETWORK, LocalSampler
+from activities.local_sampler import SHARED_NETWORK, LocalSampler
 from activities.local_supervisor import group_members, process_info
 from models.base import utcnow
 from models.lifecycle import Quota
-from models.monitoring import Metric, PodSample
+from models.monitoring import NO_GPU, Metric, PodSample
 from models.workloads import ClusterMembership, ProjectEnvironment, ResourceRequest, WorkloadState
 from services.kinds import runtime_kinds
 from tests.activities.test_local_runtime import PROJECT, fake_devices, wait_for

@@ -19,7 +19,6 @@ from activities.gpu_metrics import GpuProcess, GpuReading, GpuUnavailable, NvmlP
 from activities.kube_clusters import cluster_pod_manifest
 from activities.kube_manifests import deployment_manifest, job_manifest
 from activities.kube_pod_inventory import (
-    NO_GPU,
     WORKLOAD_SELECTOR,
     WorkloadPod,
     list_workload_pods,
@@ -29,7 +28,7 @@ from activities.metric_store import store_samples
 from activities.node_agent import FIRST_READING, NO_GPU_PROCESS, NodeAgent, pod_cgroup
 from activities.sampling import sample_forever
 from models.database import make_engine, migrate
-from models.monitoring import Metric, MetricSample, MetricSource, MetricValue, PodSample
+from models.monitoring import NO_GPU, Metric, MetricSample, MetricSource, MetricValue, PodSample
 from models.workloads import ClusterMembership, ResourceRequest, WorkloadRole, WorkloadSpec
 from tests.activities.kube_cases import container_spec, job_spec
 

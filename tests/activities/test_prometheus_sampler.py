@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from activities.kube_pod_inventory import NO_CPU_REQUEST, NO_GPU, WorkloadPod
+from activities.kube_pod_inventory import NO_CPU_REQUEST, WorkloadPod
 from activities.prometheus_sampler import (
     NO_CADVISOR,
     NO_DCGM,
@@ -19,7 +19,7 @@ from activities.prometheus_sampler import (
     namespaces_matcher,
     promql_string,
 )
-from models.monitoring import Metric, PodSample
+from models.monitoring import NO_GPU, Metric, PodSample
 
 GIB = 2**30
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
