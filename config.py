@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         "instead of running the node agent; empty: the node agent (deploy/kubernetes/agent.yaml) samples.",
     )
     display_time_zone: Annotated[str, AfterValidator(check_time_zone)] = Field(
-        "UTC", description="Charts' time zone when a request names none (an IANA name, e.g. Asia/Taipei)."
+        "UTC", description="Charts' and cost days' time zone where neither request nor user names one."
     )
     cluster_max_hours: float = Field(
         720, gt=0, description="The longest a training cluster may run: its end at most this far (30 days)."

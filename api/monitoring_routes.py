@@ -48,7 +48,9 @@ RangeQuery = Annotated[
 ]
 TimeZoneQuery = Annotated[
     str | None,
-    Query(max_length=64, description="IANA time zone for the chart's times; default MLCP_DISPLAY_TIME_ZONE"),
+    Query(
+        max_length=64, description="IANA time zone for the chart's times; default: yours, else the platform's"
+    ),
 ]
 LinkQuery = Annotated[
     str | None,
@@ -122,7 +124,9 @@ def add_monitoring_routes(router: APIRouter, kind: WorkloadKind) -> None:
         row, answer = series(session, user, target, span)
         pod = "" if target.pod == MAIN_POD else f", pod {target.pod}"
         svg = charts.render_chart(
-            answer, time_zone(tz or settings.display_time_zone), f"{kind.name} {row.name} ({row.id}){pod}"
+            answer,
+            time_zone(tz or user.time_zone or settings.display_time_zone),
+            f"{kind.name} {row.name} ({row.id}){pod}",
         )
         return Response(svg, media_type=SVG, headers={"Cache-Control": "no-store"})
 

@@ -11,7 +11,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from models.base import UTCDateTime, new_id, utcnow
-from models.inputs import RequestModel
+from models.inputs import RequestModel, check_time_zone
 
 USERNAME_RULE = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 PASSWORD_MIN_LENGTH = 8
@@ -29,6 +29,8 @@ class User(SQLModel, table=True):
     email: str = SQLField(default="", max_length=254)
     role: PlatformRole = SQLField(default=PlatformRole.user)
     is_active: bool = True
+    # Where charts and reports show their times; None: the platform's (MLCP_DISPLAY_TIME_ZONE).
+    time_zone: str | None = SQLField(default=None, max_length=64)
     password_hash: str = SQLField(max_length=255)
     created_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = SQLField(default_factory=utcnow, sa_type=UTCDateTime)
@@ -74,9 +76,24 @@ class UserCreate(RequestModel):
     _password = field_validator("password")(_check_password)
 
 
-class UserUpdate(RequestModel):
+class ProfileUpdate(RequestModel):
+    """What a user changes of their own account."""
+
     display_name: str | None = Field(None, max_length=128)
     email: EmailStr | None = None
+    time_zone: str | None = Field(
+        None,
+        max_length=64,
+        description="IANA name (e.g. Asia/Taipei) for the times of charts and reports; null: the platform's",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, name: str | None) -> str | None:
+        return None if name is None else check_time_zone(name)
+
+
+class UserUpdate(ProfileUpdate):
     role: PlatformRole | None = None
     is_active: bool | None = None
 
@@ -88,6 +105,7 @@ class UserPublic(BaseModel):
     email: str
     role: PlatformRole
     is_active: bool
+    time_zone: str | None = None
     created_at: datetime
 
 

@@ -50,7 +50,10 @@ Member = Annotated[
 ]
 TimeZone = Annotated[
     str | None,
-    Query(max_length=64, description="IANA time zone that days are cut in; default MLCP_DISPLAY_TIME_ZONE"),
+    Query(
+        max_length=64,
+        description="IANA time zone days are cut in; default: yours (PATCH /users/me), else the platform's",
+    ),
 ]
 Format = Annotated[
     ReportFormat | None,
@@ -146,7 +149,10 @@ def read_project_costs(
 ) -> CostReport | Response:
     _, members = visible_project(session, project_id, user)
     now = utcnow()
-    window, zone = report_range(start, end, now), time_zone(tz or settings.display_time_zone)
+    window, zone = (
+        report_range(start, end, now),
+        time_zone(tz or user.time_zone or settings.display_time_zone),
+    )
     owner = report_owner(session, project_id, members, user, member)
     report = cost_report(session, window, now, group_by, zone, project_id=project_id, owner=owner)
     return _costs_answer(report, wants_csv(format_, accept), project_id, zone)
@@ -160,7 +166,7 @@ def read_project_costs(
     "project, member, spec or day, with a total per currency; CSV as for a project's costs.",
 )
 def read_platform_costs(
-    _: AdminUser,
+    admin: AdminUser,
     session: SessionDep,
     settings: SettingsDep,
     start: From = None,
@@ -173,6 +179,9 @@ def read_platform_costs(
     accept: Accept = None,
 ) -> CostReport | Response:
     now = utcnow()
-    window, zone = report_range(start, end, now), time_zone(tz or settings.display_time_zone)
+    window, zone = (
+        report_range(start, end, now),
+        time_zone(tz or admin.time_zone or settings.display_time_zone),
+    )
     report = cost_report(session, window, now, group_by, zone, project_id=None, owner=None)
     return _costs_answer(report, wants_csv(format_, accept), "all", zone)

@@ -28,6 +28,7 @@ from models.accounts import (
     PasswordReset,
     PasswordResetResult,
     PlatformRole,
+    ProfileUpdate,
     User,
     UserCreate,
     UserPublic,
@@ -39,6 +40,7 @@ from services import user_setup
 from services.errors import conflict, not_found
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+NULLABLE = frozenset({"time_zone"})  # null puts it back to the platform's default
 
 
 def _public(user: User) -> UserPublic:
@@ -55,6 +57,26 @@ def revoke_tokens(session: Session, user_id: PathId, keep_token_id: str | None =
 @router.get("/me", response_model=UserPublic)
 def read_me(user: CurrentUser) -> UserPublic:
     return _public(user)
+
+
+@router.patch(
+    "/me",
+    response_model=UserPublic,
+    description="Change your own display name, email or time zone (null: the platform's default).",
+)
+def update_me(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> UserPublic:
+    _apply(session, user, body.model_dump(exclude_unset=True))
+    session.commit()
+    return _public(user)
+
+
+def _apply(session: Session, user: User, changes: dict[str, object]) -> None:
+    for name, value in changes.items():
+        if value is None and name not in NULLABLE:
+            raise ApiError(422, "validation_error", f"{name}: may not be null", name)
+        setattr(user, name, str(value) if name == "email" else value)
+    user.updated_at = utcnow()
+    session.add(user)
 
 
 @router.post("/me/password", status_code=204)
@@ -162,12 +184,7 @@ def update_user(user_id: PathId, body: UserUpdate, admin: AdminUser, session: Se
         changes.get("is_active") is False or changes.get("role") == PlatformRole.user
     ):
         raise conflict("you cannot disable or demote yourself; ask another admin", "is_active")
-    for name, value in changes.items():
-        if value is None:
-            raise ApiError(422, "validation_error", f"{name}: may not be null", name)
-        setattr(user, name, str(value) if name == "email" else value)
-    user.updated_at = utcnow()
-    session.add(user)
+    _apply(session, user, changes)
     if changes.get("is_active") is False:
         revoke_tokens(session, user.id)
     session.commit()

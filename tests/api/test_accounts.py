@@ -161,3 +161,26 @@ async def test_unknown_route_uses_error_shape(api: httpx.AsyncClient) -> None:
     response = await api.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+async def test_a_user_sets_their_own_name_and_time_zone(
+    api: httpx.AsyncClient, user_headers: dict[str, str]
+) -> None:
+    changed = await api.patch(
+        "/api/v1/users/me",
+        headers=user_headers,
+        json={"display_name": "Alice L.", "time_zone": "Asia/Taipei"},
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["display_name"], changed.json()["time_zone"]) == ("Alice L.", "Asia/Taipei")
+    assert (await api.get("/api/v1/users/me", headers=user_headers)).json()["time_zone"] == "Asia/Taipei"
+    for body, field in (
+        ({"time_zone": "Mars/Olympus"}, "time_zone"),
+        ({"display_name": None}, "display_name"),
+    ):
+        refused = await api.patch("/api/v1/users/me", headers=user_headers, json=body)
+        assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+    ignored = await api.patch("/api/v1/users/me", headers=user_headers, json={"role": "admin"})
+    assert ignored.json()["role"] == "user"  # a user's own role is not theirs to change
+    cleared = await api.patch("/api/v1/users/me", headers=user_headers, json={"time_zone": None})
+    assert cleared.json()["time_zone"] is None  # the platform's again

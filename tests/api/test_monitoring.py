@@ -196,6 +196,12 @@ async def test_the_chart_is_svg_with_one_path_per_series_in_the_time_zone_asked(
     assert root.tag == f"{SVG_NS}svg"
     assert len(root.findall(f".//{SVG_NS}path")) == 5
     assert "Asia/Taipei" in response.text and "notebook" in response.text
+    # Without tz, the viewer's own time zone; without one, the platform's (UTC in tests).
+    plain = await api.get(f"{BASE}/containers/c1/metrics.svg", headers=people["bob"])
+    assert "times in UTC" in plain.text
+    await api.patch("/api/v1/users/me", headers=people["bob"], json={"time_zone": "Europe/Berlin"})
+    mine = await api.get(f"{BASE}/containers/c1/metrics.svg", headers=people["bob"])
+    assert "times in Europe/Berlin" in mine.text
     bad_zone = await api.get(
         f"{BASE}/containers/c1/metrics.svg", headers=people["bob"], params={"tz": "Mars/Olympus"}
     )

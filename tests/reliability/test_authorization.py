@@ -233,6 +233,7 @@ TABLE = [
     ),
     Row("POST", "/api/v1/auth/logout", SIGNED_IN),
     Row("GET", "/api/v1/users/me", SIGNED_IN),
+    Row("PATCH", "/api/v1/users/me", SIGNED_IN, lambda w: {"time_zone": "Asia/Taipei"}),
     Row(
         "POST",
         "/api/v1/users/me/password",
