@@ -21,11 +21,15 @@ from models.lifecycle import Quota
 from models.monitoring import NO_GPU, Metric, PodSample
 from models.workloads import ClusterMembership, ProjectEnvironment, ResourceRequest, WorkloadState
 from services.kinds import runtime_kinds
-from tests.activities.test_local_runtime import PROJECT, fake_devices, wait_for
+from tests.activities.test_local_runtime import PROJECT, fake_devices, log_line, wait_for
 from tests.specs import one_role_spec
 
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
-IDLE = [sys.executable, "-c", "import time\nblock = bytearray(64 * 1024 * 1024)\ntime.sleep(3600)"]
+IDLE = [
+    sys.executable,
+    "-c",
+    "import time\nblock = bytearray(64 * 1024 * 1024)\nprint('settled', flush=True)\ntime.sleep(3600)",
+]
 GIB = 1024**3
 
 
@@ -72,6 +76,8 @@ def start(runtime: LocalRuntime, resource_id: str, command: list[str], gpu: int 
     )
     runtime.apply(spec)
     wait_for(lambda: runtime.status(PROJECT, "job", resource_id).state == WorkloadState.running, "running")
+    if command is IDLE:  # its start-up (the interpreter, the allocation) is over before it is measured idle
+        log_line(runtime, "job", resource_id, "settled")
     launch = WorkloadFolder(runtime.root / f"mlcp-{PROJECT}" / f"job-{resource_id}").launch()
     assert launch is not None
     return launch.pid
