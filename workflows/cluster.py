@@ -285,7 +285,7 @@ class ClusterWorkflow(ClusterSaga):
         if not applied:
             return
         refs = [self._ref(m) for m in applied]
-        statuses = await self._runtime(ClusterActivities.member_statuses, refs, LOOK_RETRY)
+        statuses = await self._runtime(ClusterActivities.member_statuses, refs, LOOK_RETRY, reads_only=True)
         if statuses is INTERRUPTED:
             return
         for member, status in zip(applied, statuses, strict=True):

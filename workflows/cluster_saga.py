@@ -138,9 +138,13 @@ class ClusterSaga(ABC):
 
     # ---- the runtime and the read model -----------------------------------------------------------
 
-    async def _runtime(self, activity: Callable[..., Any], arg: Any, retry: Any) -> Any:
+    async def _runtime(
+        self, activity: Callable[..., Any], arg: Any, retry: Any, reads_only: bool = False
+    ) -> Any:
         try:
-            return await interruptible(activity, arg, self._timings.apply_timeout, retry, self._stopping)
+            return await interruptible(
+                activity, arg, self._timings.apply_timeout, retry, self._stopping, reads_only=reads_only
+            )
         except ActivityError as exc:
             raise Failed(*failure_of(exc)) from exc
 

@@ -6,7 +6,8 @@ waits until the runtime holds nothing, then gives the reservation back. Every ch
 the read model before the workflow waits again.
 
 A delete always wins: a delete request or the project's shutdown interrupts a runtime call in flight (the
-activity heartbeats, so its cancellation reaches it within seconds) and the teardown follows; a workflow
+activity heartbeats, so its cancellation reaches it within seconds; a read is left behind instead, since it
+changes nothing and may be stuck where no cancellation reaches) and the teardown follows; a workflow
 that is cancelled tears down the same way before it ends. Every runtime call is retried a bounded number of
 times: a failure that never clears ends the workload `failed` with its reason, and a runtime that cannot
 remove it is given up on after `removal_timeout`, so every lifecycle ends and gives its reservation back.
@@ -71,6 +72,8 @@ SHUTDOWN_MESSAGES = {
     "deleting": "the project is being deleted",
 }
 CANCELLED_MESSAGE = "its workflow was cancelled"
+# Histories from before reads were abandoned replay with the cancellation they waited for.
+ABANDONED_READS_PATCH = "abandon-interrupted-reads"
 
 
 def project_workflow_id(project_id: str) -> str:
@@ -102,16 +105,23 @@ async def interruptible(
     within: timedelta,
     retry: RetryPolicy,
     stopping: Callable[[], bool],
+    *,
+    reads_only: bool = False,
 ) -> Any:
     """Run a runtime activity unless a stop comes first: then it is cancelled (and its cancellation waited
-    for, so nothing it does lands after the teardown) and INTERRUPTED comes back."""
+    for, so nothing it does lands after the teardown) and INTERRUPTED comes back. A call that `reads_only`
+    is abandoned instead: the stop goes on at once, even while the read is stuck in a network call that
+    no cancellation interrupts, and its answer is dropped."""
+    cancellation = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    if reads_only and workflow.patched(ABANDONED_READS_PATCH):
+        cancellation = ActivityCancellationType.ABANDON
     handle = workflow.start_activity_method(
         activity,
         arg,
         start_to_close_timeout=within,
         heartbeat_timeout=HEARTBEAT_TIMEOUT,
         retry_policy=retry,
-        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        cancellation_type=cancellation,
     )
     try:
         await workflow.wait_condition(lambda: handle.done() or stopping())
@@ -396,9 +406,14 @@ class WorkloadLifecycle(ABC):
     # ---- the runtime -------------------------------------------------------------------------
 
     async def _interruptible(
-        self, activity: Callable[..., Any], arg: Any, within: timedelta, retry: RetryPolicy
+        self,
+        activity: Callable[..., Any],
+        arg: Any,
+        within: timedelta,
+        retry: RetryPolicy,
+        reads_only: bool = False,
     ) -> Any:
-        return await interruptible(activity, arg, within, retry, self._stopping)
+        return await interruptible(activity, arg, within, retry, self._stopping, reads_only=reads_only)
 
     async def _apply_workload(self) -> WorkloadStatus | None:
         """Apply the spec; None when a stop interrupted it or it failed for good (the state says why)."""
@@ -417,7 +432,11 @@ class WorkloadLifecycle(ABC):
         """Ask the runtime how the workload stands, and follow its answer."""
         try:
             status = await self._interruptible(
-                WorkloadActivities.workload_status, self._ref(), self._timings.apply_timeout, LOOK_RETRY
+                WorkloadActivities.workload_status,
+                self._ref(),
+                self._timings.apply_timeout,
+                LOOK_RETRY,
+                reads_only=True,
             )
         except ActivityError as exc:
             self._runtime_failed(*failure_of(exc))

@@ -1,5 +1,6 @@
-"""A delete always wins: over a runtime call that hangs, a failure no retry fixes, a cancelled workflow, and
-a workload that will not stop when its project is deleted."""
+"""A delete always wins: over a runtime call that hangs, a status read stuck where no cancellation reaches,
+a failure no retry fixes, a cancelled workflow, and a workload that will not stop when its project is
+deleted."""
 
 from __future__ import annotations
 
@@ -63,6 +64,26 @@ class HangingApply:
         return getattr(self._runtime, name)
 
 
+class StuckRead:
+    """The Kubernetes runtime, except that its first status read blocks where no cancellation reaches it,
+    as a read on a dead connection does, until the test lets it go."""
+
+    def __init__(self, runtime: KubernetesRuntime) -> None:
+        self._runtime = runtime
+        self.name = runtime.name
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+
+    def status(self, project_id: str, kind: str, resource_id: str) -> WorkloadStatus:
+        if not self.stuck.is_set():
+            self.stuck.set()
+            self.release.wait()  # a blocking C call: the SDK's cancellation, raised in the thread, waits
+        return self._runtime.status(project_id, kind, resource_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+
 class RefusingApply(HangingApply):
     """Apply fails the same way every time, as the NUL byte in a command did."""
 
@@ -96,6 +117,33 @@ async def test_a_delete_interrupts_an_apply_that_hangs(
         final = await handle.query(JobWorkflow.describe)
         assert (final.message, final.registered) == ("deleted by bob", False)
         assert row(engine, final.id).status == JobStatus.deleted
+        assert runtime.status(project_id, "job", final.id).state == WorkloadState.gone
+        assert (await panel(project)).in_flight.vcpu == 0
+
+
+@SQLITE_ONLY
+async def test_a_delete_leaves_a_stuck_status_read_behind(
+    dev_server_env: WorkflowEnvironment,
+    engine: Engine,
+    kube_double: KubeDouble,  # noqa: F811
+) -> None:
+    env, runtime = dev_server_env, StuckRead(kube_runtime(kube_double))
+    kube_double.knobs.run_seconds = 3600
+    async with job_worker(env, engine, runtime) as tq:
+        project, project_id = await active_project(env, tq)
+        handle = await start_job(env, tq, project_id, "sleep 3600", gpu=0)
+        try:
+            assert await asyncio.to_thread(runtime.stuck.wait, 30)
+
+            async def delete() -> str:
+                await handle.execute_update(JobWorkflow.delete, WorkloadDelete(user_id="bob", username="bob"))
+                return str(await handle.result())
+
+            # Waiting for the read's cancellation would take its whole two-minute timeout.
+            assert await asyncio.wait_for(delete(), timeout=60) == JobStatus.deleted
+        finally:
+            runtime.release.set()
+        final = await handle.query(JobWorkflow.describe)
         assert runtime.status(project_id, "job", final.id).state == WorkloadState.gone
         assert (await panel(project)).in_flight.vcpu == 0
 
