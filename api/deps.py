@@ -111,12 +111,17 @@ def get_current_token(session: SessionDep, token: Annotated[str | None, Depends(
     return row
 
 
-def get_current_user(session: SessionDep, token: Annotated[ApiToken, Depends(get_current_token)]) -> User:
-    user = session.get(User, token.user_id)
-    # Checked on every request, so disabling a user stops their tokens at once.
+def active_user(session: Session, user_id: str, field: str | None = None) -> User:
+    """The user a credential speaks for, checked on every request, so disabling a user stops their tokens
+    and links at once."""
+    user = session.get(User, user_id)
     if user is None or not user.is_active:
-        raise ApiError(401, "unauthorized", "this account is disabled", headers=_UNAUTHENTICATED)
+        raise ApiError(401, "unauthorized", "this account is disabled", field, headers=_UNAUTHENTICATED)
     return user
+
+
+def get_current_user(session: SessionDep, token: Annotated[ApiToken, Depends(get_current_token)]) -> User:
+    return active_user(session, token.user_id)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -20,6 +20,7 @@ from api.deps import (
     PathId,
     SessionDep,
     SettingsDep,
+    active_user,
     get_current_token,
     get_current_user,
     oauth2_scheme,
@@ -89,10 +90,7 @@ def chart_viewer(
     row = session.get(ChartLink, hash_token(link))
     if row is None or row.path != request.url.path or row.expires_at <= utcnow():
         raise ApiError(401, "unauthorized", "the chart link is invalid or expired; ask for a new one", "link")
-    user = session.get(User, row.user_id)
-    if user is None or not user.is_active:
-        raise ApiError(401, "unauthorized", "this account is disabled", "link")
-    return user
+    return active_user(session, row.user_id, "link")
 
 
 ChartViewer = Annotated[User, Depends(chart_viewer)]

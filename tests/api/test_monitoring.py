@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from activities.metric_store import bucket_start, prune, store_samples
-from models.accounts import PlatformRole
+from models.accounts import PlatformRole, User
 from models.base import utcnow
 from models.clusters import Cluster, ClusterType
 from models.containers import Container
@@ -230,6 +230,19 @@ async def test_a_chart_link_opens_that_chart_alone_without_signing_in_until_it_e
     # A member who may not see the container may not make a link to it either.
     carol = await api.post(f"{BASE}/containers/c1/metrics.svg/link", headers=people["carol"])
     assert carol.status_code == 404
+    # Disabling its maker stops the link at once, as it stops their tokens.
+    with Session(engine) as session:
+        bob = session.exec(select(User).where(User.username == "bob")).one()
+        bob.is_active = False
+        session.add(bob)
+        session.commit()
+    disabled = await api.get(url.path, params=url.params)
+    assert disabled.status_code == 401 and "disabled" in disabled.text
+    with Session(engine) as session:
+        bob.is_active = True
+        session.add(bob)
+        session.commit()
+    assert (await api.get(url.path, params=url.params)).status_code == 200
     with Session(engine) as session:
         for row in session.exec(select(ChartLink)):
             row.expires_at = utcnow() - timedelta(seconds=1)
