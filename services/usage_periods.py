@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import Session, col, or_, select
+from sqlalchemy import Row, Table
+from sqlmodel import Session, or_, select
 
 from models.accounts import User
 from models.inputs import EARLIEST, LATEST, zone
@@ -89,11 +91,17 @@ def report_owner(
     raise invalid("member", f"{member!r} is not a member of this project and has no usage in it")
 
 
+# Usage rows are read as plain rows (their columns by name): building ORM objects took most of a
+# platform-wide report's time.
+PERIODS: Table = UsagePeriod.__table__  # type: ignore[attr-defined]
+PeriodRow = Row[Any]
+
+
 @dataclass(frozen=True)
 class Run:
     """A period clipped to the report's range: an open one ends at now."""
 
-    period: UsagePeriod
+    period: PeriodRow
     start: datetime
     end: datetime
 
@@ -111,18 +119,19 @@ def runs_in(
     owner_id: str | None = None,
     kind: UsageKind | None = None,
 ) -> list[Run]:
-    statement = select(UsagePeriod).where(
-        col(UsagePeriod.started_at) < window.end,
-        or_(col(UsagePeriod.stopped_at).is_(None), col(UsagePeriod.stopped_at) > window.start),
+    columns = PERIODS.c
+    statement = PERIODS.select().where(
+        columns.started_at < window.end,
+        or_(columns.stopped_at.is_(None), columns.stopped_at > window.start),
     )
     if project_id is not None:
-        statement = statement.where(UsagePeriod.project_id == project_id)
+        statement = statement.where(columns.project_id == project_id)
     if owner_id is not None:
-        statement = statement.where(UsagePeriod.owner_id == owner_id)
+        statement = statement.where(columns.owner_id == owner_id)
     if kind is not None:
-        statement = statement.where(UsagePeriod.kind == kind.value)
+        statement = statement.where(columns.kind == kind.value)
     runs = []
-    for period in session.exec(statement.order_by(col(UsagePeriod.started_at))):
+    for period in session.connection().execute(statement.order_by(columns.started_at)):
         start = max(period.started_at, window.start)
         end = min(period.stopped_at or now, window.end, now)
         if end > start:

@@ -32,8 +32,7 @@ from models.reports import (
     Spending,
     WorkloadCost,
 )
-from models.usage import UsagePeriod
-from services.usage_periods import HOUR, ReportRange, Run, as_hours, runs_in
+from services.usage_periods import HOUR, PeriodRow, ReportRange, Run, as_hours, runs_in
 from services.workloads import Owner
 
 COST_QUANTUM = Decimal("0.0001")  # prices keep four places, so costs may need them too
@@ -56,7 +55,7 @@ def _exact_cost(microseconds: int, hourly_price: Decimal) -> Decimal:
 class _Group:
     """One row's running sums; its latest period names it (a renamed workload shows its newest name)."""
 
-    latest: UsagePeriod
+    latest: PeriodRow
     microseconds: int = 0
     cost: Decimal = Decimal(0)
     parts: set[str] = field(default_factory=set)  # the pods or workloads it counts
@@ -65,13 +64,13 @@ class _Group:
 
 GroupKey = tuple[Any, ...]
 # Per grouping: what a piece of a run is grouped by (always with its currency) and what a group counts.
-_KEYS: dict[str, Callable[[UsagePeriod], GroupKey]] = {
+_KEYS: dict[str, Callable[[PeriodRow], GroupKey]] = {
     "workload": lambda p: (p.workload_id, p.currency),
     "member": lambda p: (p.owner_id, p.currency),
     "spec": lambda p: (p.spec_id, p.spec_name, p.hourly_price, p.currency),
     "project": lambda p: (p.project_id, p.currency),
 }
-_PARTS: dict[str, Callable[[UsagePeriod], str]] = {
+_PARTS: dict[str, Callable[[PeriodRow], str]] = {
     "workload": lambda p: p.pod,
     "member": lambda p: p.workload_id,
     "project": lambda p: p.workload_id,
@@ -148,21 +147,21 @@ def cost_report(
     runs = runs_in(session, window, now, project_id=project_id, owner_id=owner.id if owner else None)
     groups: dict[GroupKey, _Group] = {}
     totals: dict[str, _Group] = {}
+    part_of = _PARTS.get(grouping)
     for run in runs:
         period = run.period
         for key, microseconds in _pieces(run, grouping, tz):
             cost = _exact_cost(microseconds, period.hourly_price)
-            for group in (
-                groups.setdefault(key, _Group(period)),
-                totals.setdefault(period.currency, _Group(period)),
-            ):
-                group.microseconds += microseconds
-                group.cost += cost
-                group.prices.add(period.hourly_price)
-                if period.started_at >= group.latest.started_at:
-                    group.latest = period
-            if grouping in _PARTS:
-                groups[key].parts.add(_PARTS[grouping](period))
+            group = groups.get(key) or groups.setdefault(key, _Group(period))
+            total = totals.get(period.currency) or totals.setdefault(period.currency, _Group(period))
+            for counted in (group, total):
+                counted.microseconds += microseconds
+                counted.cost += cost
+                counted.prices.add(period.hourly_price)
+                if period.started_at >= counted.latest.started_at:
+                    counted.latest = period
+            if part_of is not None:
+                group.parts.add(part_of(period))
     projects: dict[str, Project] = {}
     if grouping == "project" and groups:
         ids = {group.latest.project_id for group in groups.values()}
