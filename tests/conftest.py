@@ -26,6 +26,8 @@ from models.accounts import PlatformRole, User
 from models.database import make_engine, migrate, session_scope
 from workflows.search_attributes import ALL
 
+pytest_plugins = ["tests.watchdog"]
+
 POSTGRES_URL = os.environ.get("MLCP_TEST_POSTGRES_URL", "")
 POSTGRES_SKIP_REASON = os.environ.get(
     "MLCP_TEST_POSTGRES_SKIP_REASON", "MLCP_TEST_POSTGRES_URL is not set (make test sets it when it can)"
