@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import socket
 import uuid
 from collections import Counter
@@ -52,6 +53,21 @@ from tests.kube_double.knobs import Knobs, NodePool
 from tests.kube_double.pod_exec import PodFolders, pod_folders  # noqa: F401
 from worker import build_worker
 from workflows.project import ProjectWorkflow
+
+# Imported here, while collection runs in one thread, rather than lazily by the first request in the fuzz
+# thread: schemathesis is a pytest plugin, so pytest rewrites its modules' asserts on import, with
+# ast.parse. On Python 3.11.7 (what CI runs), two threads building ASTs at once share one recursion
+# counter and fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+for _lazy in (
+    "schemathesis.generation._hooks",
+    "schemathesis.generation.body_overrides",
+    "schemathesis.generation.dictionaries",
+    "schemathesis.python.asgi",
+    "schemathesis.transport.asgi",
+    "schemathesis.transport.requests",
+    "schemathesis.transport.wsgi",
+):
+    importlib.import_module(_lazy)
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 EXAMPLES = 4  # per operation, mode and role
