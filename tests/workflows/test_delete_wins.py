@@ -22,6 +22,7 @@ from models.jobs import JobStatus
 from models.lifecycle import DeleteRequest, ProjectStatus
 from models.workload_lifecycle import WorkloadDelete
 from models.workloads import WorkloadSpec, WorkloadState, WorkloadStatus
+from tests.api.test_projects import eventually
 from tests.kube_double.double import KubeDouble
 from tests.kube_double.fixtures import kube_double  # noqa: F401
 from tests.workflows.fake_workload import StubbornWorkload
@@ -204,20 +205,22 @@ async def test_a_project_is_deleted_within_two_minutes_whatever_its_workloads_do
             id=f"job-stubborn-{project_id}",
             task_queue=tq,
         )
-        for _ in range(50):
-            if (await panel(project)).in_flight.vcpu == 1:
-                break
-            await asyncio.sleep(0.05)
+
+        async def reserved() -> bool:
+            return (await panel(project)).in_flight.vcpu == 1
+
+        await eventually(reserved, seconds=60)  # real time: a busy machine may take a while
         await project.execute_update(
             ProjectWorkflow.request_delete,
             DeleteRequest(user_id="alice", username="alice", confirmation_code="ABC123"),
         )
         # Skip time only once the deletion has begun: until then the project's timer for its end date (weeks
         # away) may still be set, and the test server would skip to it.
-        for _ in range(100):
-            if (await project.query(ProjectWorkflow.view)).state.status == ProjectStatus.deleting:
-                break
-            await asyncio.sleep(0.05)
+
+        async def deleting() -> bool:
+            return (await project.query(ProjectWorkflow.view)).state.status == ProjectStatus.deleting
+
+        await eventually(deleting, seconds=60)
         assert await project.result() == ProjectStatus.deleted
         events = (await project.fetch_history()).events
         asked = next(
