@@ -56,7 +56,7 @@ from workflows.project import ProjectWorkflow
 
 # Imported here, while collection runs in one thread, rather than lazily by the first request in the fuzz
 # thread: schemathesis is a pytest plugin, so pytest rewrites its modules' asserts on import, with
-# ast.parse. On Python 3.11.7 (what CI runs), two threads building ASTs at once share one recursion
+# ast.parse. On Python 3.11.7, where this suite runs, two threads building ASTs at once share one recursion
 # counter and fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
 for _lazy in (
     "schemathesis.generation._hooks",
